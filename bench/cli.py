@@ -1,0 +1,125 @@
+"""The `bench` command: list registries, train one trial, run a study, write the report."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Sequence
+
+from .config import FIELDS, ConfigError, make_config, parse_overrides
+
+EPOCH_COLUMNS = [("epoch", "{:>5}"), ("train_loss", "{:>10.4f}"), ("train_acc", "{:>9.3f}"), ("val_loss", "{:>8.4f}"),
+                 ("val_acc", "{:>7.3f}"), ("test_acc", "{:>8.3f}"), ("lr", "{:>9.2e}"), ("seconds", "{:>7.1f}")]
+
+
+class UserError(Exception):
+    """Bad input from the user: printed as one line, exit status 2."""
+
+
+class TablePrinter:
+    """Prints one row per epoch (the `log_epoch` logger interface of train_trial)."""
+
+    def __init__(self, stream=sys.stdout):
+        self.stream = stream
+        print("  ".join(f"{name:>{len(fmt.format(0)) if 'e' not in fmt else 9}}" for name, fmt in EPOCH_COLUMNS), file=stream)
+
+    def log_epoch(self, epoch: int, metrics: dict[str, float]) -> None:
+        cells = [fmt.format(metrics.get(name, float("nan"))) for name, fmt in EPOCH_COLUMNS]
+        print("  ".join(cells), file=self.stream, flush=True)
+
+
+def cmd_list(args) -> int:
+    from .components import ACTIVATIONS, INITS, OPTIMIZERS, SCHEDULES
+    from .data import NORMALIZATIONS
+    from .models import MODELS
+
+    for title, reg in [("models", MODELS), ("activations", ACTIVATIONS), ("inits", INITS), ("optimizers", OPTIMIZERS),
+                       ("schedules", SCHEDULES), ("normalizations", NORMALIZATIONS)]:
+        print(f"{title}:")
+        for name in reg:
+            print(f"  {name:<18} {reg.help(name)}")
+    try:
+        from .studies import list_studies
+    except ImportError:
+        return 0
+    print("studies:")
+    for study in list_studies():
+        print(f"  {study.name:<18} claims: {', '.join(study.claims)}")
+    return 0
+
+
+def cmd_train(args) -> int:
+    from .train import train_trial
+
+    overrides = parse_overrides(args.overrides)
+    if args.data_dir:
+        overrides["data_dir"] = args.data_dir
+    cfg = make_config(overrides)
+    print(f"training {cfg.model} ({cfg.activation}, init={cfg.init}, {cfg.optimizer} lr={cfg.lr}) for {cfg.epochs} epochs, seed {cfg.seed}",
+          file=sys.stderr if args.json else sys.stdout)
+    record = train_trial(cfg, logger=TablePrinter(sys.stderr if args.json else sys.stdout), progress=not args.no_progress)
+    out = sys.stderr if args.json else sys.stdout
+    acc = lambda v: "n/a" if v is None else f"{v:.4f}"  # noqa: E731
+    print(f"\nstatus {record['status']}" + (f" at epoch {record['diverged_epoch']}" if record["diverged_epoch"] else "")
+          + f" | test_acc {acc(record['test_acc'])} | val_acc {acc(record['val_acc'])} | train_acc {acc(record['train_acc'])}"
+          + f" | {record['epochs_run']} epochs in {record['train_seconds']:.1f}s ({record['images_per_s']:.0f} images/s)"
+          + f" | {record['device']} | {record['data_source']}", file=out)
+    if args.json:
+        print(json.dumps(record, allow_nan=False, default=str))
+    return 0
+
+
+def cmd_study(args) -> int:
+    try:
+        from .runner import run_study_cli
+    except ImportError:
+        print("the study runner is not built yet: `bench train key=value ...` trains one trial", file=sys.stderr)
+        return 2
+    return run_study_cli(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="bench", description="ablation-bench: textbook deep-learning claims, measured on CIFAR-10")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("list", help="print every registry (and study) with one line per entry")
+    p.set_defaults(func=cmd_list)
+    p = sub.add_parser("train", help="train one trial: bench train model=cnn epochs=2 n_train=5000",
+                       description=f"Train one trial. Keys: {', '.join(FIELDS)}")
+    p.add_argument("overrides", nargs="*", metavar="key=value")
+    p.add_argument("--json", action="store_true", help="print the final record as one JSON line on stdout (last line)")
+    p.add_argument("--data-dir", help="CIFAR-10 folder (cifar-10-batches-py or ImageFolder); default $BENCH_DATA_DIR, else ./data")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_train)
+    p = sub.add_parser("study", help="run a declarative study from studies/")
+    p.add_argument("name")
+    p.add_argument("--profile", choices=["smoke", "quick", "full"])
+    p.add_argument("--data-dir")
+    p.add_argument("--storage", help="Optuna storage URL (default: journal file under the project)")
+    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_study)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.debug:
+        os.environ["BENCH_DEBUG"] = "1"
+    from .data import DataError
+
+    try:
+        return args.func(args)
+    except (ConfigError, DataError, UserError) as exc:
+        if args.debug:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

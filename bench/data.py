@@ -1,0 +1,567 @@
+"""CIFAR-10 loading and caching, train/val/test splits, input normalisations, augmentation.
+
+Images stay uint8 NCHW (0..255) until a Normalizer turns a batch into float32 on the
+training device, so the whole data set (60k x 3 x 32 x 32 = 184 MB) is cheap to keep.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import os
+import pickle
+import re
+import tempfile
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, Protocol
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from bench.registry import Registry
+
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer",
+                   "dog", "frog", "horse", "ship", "truck")
+# MANIFEST.tsv hash of the shared offline copy (see /work/shared/data/README.md).
+SHARED_JPEG_SHA256 = "1ff432c949ef06747c1a698fc30fdf09fa8d5e35b206e74f7d6b1a2606121d2b"
+# Bump when the cache layout or the decoder changes, so old caches are not reused.
+CACHE_VERSION = "v1"  # v1: PIL decoder
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+BINARY_DIR = "cifar-10-batches-py"
+BINARY_TRAIN = tuple(f"data_batch_{i}" for i in range(1, 6))
+DIR_HINT = ("set BENCH_DATA_DIR or pass --data-dir to a folder holding cifar-10-batches-py/ "
+            "or train/<class>/ + test/<class>/ (e.g. ../shared/data/cifar10-jpeg)")
+
+
+class DataError(Exception):
+    """User-facing data problem; message says what is wrong and how to fix it (the CLI prints it and exits 2)."""
+
+
+@dataclass(frozen=True, eq=False)
+class Cifar10:
+    """The full data set as uint8 NCHW images and int64 labels."""
+
+    train_x: torch.Tensor = field(repr=False)  # uint8 (50000, 3, 32, 32)
+    train_y: torch.Tensor = field(repr=False)  # int64 (50000,)
+    test_x: torch.Tensor = field(repr=False)   # uint8 (10000, 3, 32, 32)
+    test_y: torch.Tensor = field(repr=False)   # int64 (10000,)
+    classes: tuple[str, ...]
+    source: str  # human name, e.g. "CIFAR-10 (JPEG q75 copy)"
+    digest: str  # 16 hex chars identifying the data (not the path)
+    path: str
+
+
+# ---------------------------------------------------------------------------- loading
+
+def load_cifar10(data_dir: str | None = None, cache_dir: str | None = None,
+                 download: bool = True) -> Cifar10:
+    """Load CIFAR-10 from `data_dir` / $BENCH_DATA_DIR / ./data, decoding once into a cache.
+
+    Accepts torchvision's cifar-10-batches-py/ (downloaded if absent and `download`) or an
+    ImageFolder train/<class>/*, test/<class>/* (verified against MANIFEST.tsv if present).
+    """
+    root = Path(data_dir or os.environ.get("BENCH_DATA_DIR") or "./data").expanduser()
+    kind, src = _locate(root)
+    if kind is None:
+        if not download:
+            raise DataError(f"no CIFAR-10 found in {root} (download disabled); {DIR_HINT}")
+        kind, src = _download(root)
+    cache_root = Path(cache_dir or os.environ.get("BENCH_CACHE_DIR")
+                      or "~/.cache/ablation-bench").expanduser()
+
+    if kind == "binary":
+        files = [src / n for n in (*BINARY_TRAIN, "test_batch", "batches.meta")]
+        for f in files:
+            if not f.is_file():
+                raise DataError(f"{f} is missing: delete {src} and let torchvision download "
+                                f"it again, or {DIR_HINT}")
+        # The six batch files are 178 MB: hashing them takes well under a second.
+        h = hashlib.sha256()
+        for f in files:
+            h.update(f.name.encode())
+            h.update(f.read_bytes())
+        digest, source = h.hexdigest(), "CIFAR-10 (torchvision binary)"
+        build = lambda: _read_binary(src)  # noqa: E731
+    else:
+        listing = _list_image_folder(src)
+        manifest = _read_manifest(src / "MANIFEST.tsv")
+        if manifest is not None:
+            _check_counts(src, listing, manifest[0])
+            # Trust the manifest hash as the cache key; the 236 MB of files are only
+            # re-hashed when the cache is built (a cached load must stay fast).
+            digest = manifest[1] or _stat_fingerprint(src, listing)
+        else:
+            digest = _stat_fingerprint(src, listing)
+        source = ("CIFAR-10 (JPEG q75 copy)" if digest == SHARED_JPEG_SHA256
+                  else f"CIFAR-10 (ImageFolder {src})")
+        want = manifest[1] if manifest is not None else None
+        build = lambda: _read_image_folder(src, listing, want)  # noqa: E731
+
+    digest = digest[:16]
+    cache_file = cache_root / f"cifar10-{kind}-{digest}-{CACHE_VERSION}.pt"
+    arrays = _read_cache(cache_file)
+    if arrays is None:
+        arrays = build()
+        _write_cache(cache_file, arrays)
+    return Cifar10(train_x=arrays["train_x"], train_y=arrays["train_y"],
+                   test_x=arrays["test_x"], test_y=arrays["test_y"],
+                   classes=tuple(arrays["classes"]), source=source, digest=digest,
+                   path=str(src.resolve()))
+
+
+def _locate(root: Path) -> tuple[str | None, Path]:
+    """Which layout `root` holds: ("binary", batches dir), ("folder", root) or (None, root)."""
+    if (root / "data_batch_1").is_file():
+        return "binary", root
+    if (root / BINARY_DIR).is_dir():
+        return "binary", root / BINARY_DIR
+    if (root / "train").is_dir() or (root / "test").is_dir():
+        return "folder", root
+    return None, root
+
+
+def _download(root: Path) -> tuple[str, Path]:
+    import torchvision.datasets  # lazy: only needed without local data
+
+    try:
+        torchvision.datasets.CIFAR10(str(root), train=True, download=True)
+    except Exception as e:  # no network, read-only dir, bad archive: all the same fix
+        raise DataError(f"no CIFAR-10 in {root} and the torchvision download failed "
+                        f"({type(e).__name__}: {e});\n{DIR_HINT}") from None
+    return "binary", root / BINARY_DIR
+
+
+def _read_binary(src: Path) -> dict:
+    """Read torchvision's pickled batches (dicts with b'data' (N, 3072) and b'labels')."""
+    def unpickle(name: str, *keys: bytes) -> list:
+        try:
+            with open(src / name, "rb") as f:
+                d = pickle.load(f, encoding="bytes")
+            return [d[k] for k in keys]
+        except Exception as e:
+            raise DataError(f"{src / name} is unreadable ({type(e).__name__}: {e}); delete "
+                            f"{src} and download it again") from None
+
+    def batch(name: str) -> tuple[torch.Tensor, torch.Tensor]:
+        data, labels = unpickle(name, b"data", b"labels")
+        x = torch.as_tensor(data, dtype=torch.uint8).reshape(-1, 3, 32, 32)
+        y = torch.as_tensor(labels, dtype=torch.int64)
+        if len(x) != len(y):
+            raise DataError(f"{src / name}: {len(x)} images but {len(y)} labels; re-download")
+        return x, y
+
+    train = [batch(n) for n in BINARY_TRAIN]
+    test_x, test_y = batch("test_batch")
+    (names,) = unpickle("batches.meta", b"label_names")
+    classes = [c.decode() for c in names]
+    return {"train_x": torch.cat([x for x, _ in train]), "train_y": torch.cat([y for _, y in train]),
+            "test_x": test_x, "test_y": test_y, "classes": classes}
+
+
+def _list_image_folder(root: Path) -> dict[str, dict[str, list[str]]]:
+    """{split: {class: sorted file names}}; checks both splits have the same 10 classes."""
+    listing: dict[str, dict[str, list[str]]] = {}
+    for split in ("train", "test"):
+        d = root / split
+        if not d.is_dir():
+            raise DataError(f"{d} is missing: an ImageFolder needs train/<class>/ and test/<class>/")
+        listing[split] = {
+            c.name: sorted(f.name for f in os.scandir(c) if not f.name.startswith(".")
+                           and f.name.lower().endswith(IMAGE_SUFFIXES))
+            for c in sorted(os.scandir(d), key=lambda e: e.name)
+            if c.is_dir() and not c.name.startswith(".")}
+    train, test = set(listing["train"]), set(listing["test"])
+    for split, missing in (("train", (test - train)), ("test", (train - test))):
+        if missing:
+            raise DataError(f"{root / split / sorted(missing)[0]} is missing (it exists under the "
+                            f"other split); restore it or re-copy the data set")
+    if len(train) != 10:
+        absent = [c for c in CIFAR10_CLASSES if c not in train]
+        hint = f" (missing: {', '.join(absent)})" if len(train) < 10 and absent else ""
+        raise DataError(f"{root / 'train'} has {len(train)} class folders, CIFAR-10 needs 10{hint}; "
+                        f"restore them or re-copy the data set")
+    for split, classes in listing.items():
+        for c, names in classes.items():
+            if not names:
+                raise DataError(f"{root / split / c} holds no .jpg/.png images; re-copy it")
+    return listing
+
+
+def _read_manifest(path: Path) -> tuple[dict[tuple[str, str], int], str | None] | None:
+    """Parse MANIFEST.tsv into ({(split, class): count}, sha256 hex or None); None if absent."""
+    if not path.is_file():
+        return None
+    counts: dict[tuple[str, str], int] = {}
+    sha = None
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        if line.startswith("#"):
+            m = re.search(r"\b([0-9a-f]{64})\s*$", line)
+            sha = m.group(1) if m else sha
+        elif line.strip() and line.split("\t")[0] != "split":  # skip the header row
+            parts = line.split("\t")
+            if len(parts) != 3 or not parts[2].strip().isdigit():
+                raise DataError(f"{path}:{n} is malformed ({line!r}); expected split<TAB>class<TAB>count")
+            counts[(parts[0], parts[1])] = int(parts[2])
+    return counts, sha
+
+
+def _check_counts(root: Path, listing: dict, counts: dict[tuple[str, str], int]) -> None:
+    found = {(s, c): len(names) for s, classes in listing.items() for c, names in classes.items()}
+    for key in sorted(set(counts) | set(found)):
+        want, got = counts.get(key), found.get(key)
+        if want != got:
+            raise DataError(f"{root / key[0] / key[1]} has {got or 0} images but "
+                            f"{root / 'MANIFEST.tsv'} says {want or 0}: the copy is incomplete "
+                            f"or altered; re-copy the data set")
+
+
+def _stat_fingerprint(root: Path, listing: dict) -> str:
+    """Cheap identity without a manifest: sha256 over sorted relative paths, sizes and mtimes."""
+    h = hashlib.sha256()
+    for rel in _relative_paths(listing):
+        st = (root / rel).stat()
+        h.update(f"{rel}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()
+
+
+def _relative_paths(listing: dict) -> Iterator[str]:
+    # Split by split (train, then test), sorted within: the order MANIFEST.tsv hashes in.
+    for split in ("train", "test"):
+        for c in sorted(listing[split]):
+            for name in listing[split][c]:
+                yield f"{split}/{c}/{name}"
+
+
+def _decode_image(path: Path, raw: bytes) -> torch.Tensor:
+    """Decode one JPEG/PNG file's bytes to uint8 (3, H, W) RGB (~0.1 ms for 32x32).
+
+    PIL rather than torchvision.io: the latter is deprecated in torchvision 0.29 and warns
+    on every call. Both use libjpeg-turbo; their pixels agreed exactly on the shared copy.
+    """
+    with Image.open(io.BytesIO(raw)) as im:
+        arr = np.asarray(im.convert("RGB"))  # raises OSError on truncated files
+    return torch.from_numpy(arr.transpose(2, 0, 1).copy())
+
+
+def _read_image_folder(root: Path, listing: dict, want_sha: str | None) -> dict:
+    """Decode every image (and, if `want_sha`, hash all bytes as MANIFEST.tsv does)."""
+    classes = sorted(listing["train"])  # alphabetical = CIFAR-10's label order
+    label = {c: i for i, c in enumerate(classes)}
+    h = hashlib.sha256()
+    out = {}
+    for split in ("train", "test"):
+        rels = [r for r in _relative_paths(listing) if r.startswith(split + "/")]
+        xs = torch.empty((len(rels), 3, 32, 32), dtype=torch.uint8)
+        ys = torch.empty(len(rels), dtype=torch.int64)
+        for i, rel in enumerate(rels):
+            path = root / rel
+            raw = path.read_bytes()
+            # Manifest recipe: for each relative posix path, update(path) then update(bytes).
+            h.update(rel.encode())
+            h.update(raw)
+            try:
+                img = _decode_image(path, raw)
+            except Exception as e:
+                raise DataError(f"{path} is unreadable or truncated ({e}); "
+                                f"replace it from a fresh copy of the data set") from None
+            if img.shape != (3, 32, 32):
+                raise DataError(f"{path} is {tuple(img.shape[1:])} pixels, CIFAR-10 images are "
+                                f"32x32; this is not CIFAR-10 data")
+            xs[i], ys[i] = img, label[rel.split("/")[1]]
+        out[f"{split}_x"], out[f"{split}_y"] = xs, ys
+    if want_sha is not None and h.hexdigest() != want_sha:
+        raise DataError(f"{root} does not match {root / 'MANIFEST.tsv'} (sha256 {h.hexdigest()[:16]}... "
+                        f"vs {want_sha[:16]}...): a file was altered; re-copy the data set")
+    out["classes"] = classes
+    return out
+
+
+def _read_cache(path: Path) -> dict | None:
+    if not path.is_file():
+        return None
+    try:
+        d = torch.load(path, weights_only=True)
+        ok = (d["train_x"].dtype == torch.uint8 and d["train_x"].shape[1:] == (3, 32, 32)
+              and len(d["train_x"]) == len(d["train_y"]) and len(d["test_x"]) == len(d["test_y"]))
+    except Exception:
+        ok = False
+    if not ok:
+        warnings.warn(f"ignoring unreadable data cache {path}; rebuilding it")
+        return None
+    return d
+
+
+def _write_cache(path: Path, arrays: dict) -> None:
+    # Temp file + os.replace: a concurrent reader sees the old file or the whole new one.
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as e:
+        warnings.warn(f"cannot write data cache in {path.parent} ({e}); set BENCH_CACHE_DIR "
+                      f"to a writable folder to avoid decoding on every run")
+        return
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(arrays, f)
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a shared BENCH_CACHE_DIR needs readable files
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+# ----------------------------------------------------------------------------- splits
+
+@dataclass(frozen=True, eq=False)
+class Splits:
+    """Train/val/test tensors; the *_idx fields index data.train_x (train, val) / data.test_x."""
+
+    train_x: torch.Tensor = field(repr=False)
+    train_y: torch.Tensor = field(repr=False)
+    val_x: torch.Tensor = field(repr=False)
+    val_y: torch.Tensor = field(repr=False)
+    test_x: torch.Tensor = field(repr=False)
+    test_y: torch.Tensor = field(repr=False)
+    train_idx: torch.Tensor | None = field(default=None, repr=False)
+    val_idx: torch.Tensor | None = field(default=None, repr=False)
+    test_idx: torch.Tensor | None = field(default=None, repr=False)
+
+
+def make_splits(data: Cifar10, n_train: int = 0, n_val: int = 5000, n_test: int = 0,
+                split_seed: int = 0) -> Splits:
+    """Carve a class-balanced validation set from train; optionally subsample train and test.
+
+    Only `split_seed` decides which images go where. Sizes must be multiples of the class
+    count (10). The validation set does not depend on n_train, and a smaller n_train is a
+    subset of a larger one (same seed).
+    """
+    k = len(data.classes)
+    for name, n in (("n_train", n_train), ("n_val", n_val), ("n_test", n_test)):
+        if n < 0 or n % k:
+            raise DataError(f"{name}={n} must be a non-negative multiple of {k} (class-balanced "
+                            f"splits take {name}/{k} images per class); e.g. {name}={n // k * k}")
+    g = torch.Generator().manual_seed(split_seed)
+    val_parts, train_parts = [], []
+    for c in range(k):
+        idx = torch.nonzero(data.train_y == c).flatten()
+        idx = idx[torch.randperm(len(idx), generator=g)]
+        per_val, rest = n_val // k, len(idx) - n_val // k
+        if rest < 0:
+            raise DataError(f"n_val={n_val} needs {per_val} images of class {data.classes[c]!r}, "
+                            f"train has {len(idx)}; lower n_val")
+        if n_train and n_train // k > rest:
+            raise DataError(f"n_train={n_train} needs {n_train // k} images per class but only "
+                            f"{rest} of class {data.classes[c]!r} remain after validation; "
+                            f"use n_train <= {rest * k} or 0 (all)")
+        val_parts.append(idx[:per_val])
+        train_parts.append(idx[per_val:per_val + n_train // k] if n_train else idx[per_val:])
+    train_idx, val_idx = torch.cat(train_parts).sort().values, torch.cat(val_parts).sort().values
+    if n_test:
+        g = torch.Generator().manual_seed(split_seed)
+        parts = []
+        for c in range(k):
+            idx = torch.nonzero(data.test_y == c).flatten()
+            if n_test // k > len(idx):
+                raise DataError(f"n_test={n_test} needs {n_test // k} images of class "
+                                f"{data.classes[c]!r}, test has {len(idx)}; use n_test <= {len(idx) * k} or 0")
+            parts.append(idx[torch.randperm(len(idx), generator=g)[:n_test // k]])
+        test_idx = torch.cat(parts).sort().values
+    else:
+        test_idx = torch.arange(len(data.test_y))
+    return Splits(data.train_x[train_idx], data.train_y[train_idx], data.train_x[val_idx],
+                  data.train_y[val_idx], data.test_x[test_idx], data.test_y[test_idx],
+                  train_idx, val_idx, test_idx)
+
+
+# --------------------------------------------------------------------- normalisations
+
+class Normalizer(Protocol):
+    out_shape: tuple[int, ...]  # per-sample shape after transform, e.g. (3, 32, 32) or (k,)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor: ...  # (B,C,H,W) 0..255 -> float32
+
+    def to(self, device: torch.device | str) -> "Normalizer": ...
+
+
+@dataclass(frozen=True, eq=False)
+class ChannelAffine:
+    """y = (x - shift) / scale with per-channel (C, 1, 1) shift and scale, in pixel units."""
+
+    shift: torch.Tensor
+    scale: torch.Tensor
+    out_shape: tuple[int, ...]
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return (x.float() - self.shift) / self.scale
+
+    def to(self, device: torch.device | str) -> "ChannelAffine":
+        return dataclasses.replace(self, shift=self.shift.to(device), scale=self.scale.to(device))
+
+
+@dataclass(frozen=True, eq=False)
+class Projection:
+    """y = (flatten(x) - mean) @ matrix, reshaped to out_shape; mean in pixel units (D,)."""
+
+    mean: torch.Tensor    # (D,) float32
+    matrix: torch.Tensor  # (D, k) float32
+    out_shape: tuple[int, ...]
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        y = (x.flatten(1).float() - self.mean) @ self.matrix
+        return y.reshape(len(x), *self.out_shape)
+
+    def to(self, device: torch.device | str) -> "Projection":
+        return dataclasses.replace(self, mean=self.mean.to(device), matrix=self.matrix.to(device))
+
+
+NORMALIZATIONS = Registry("normalization")
+# PCA/ZCA statistics come from at most this many training images: enough for a stable
+# 3072x3072 covariance, and it keeps the float64 fit to a few seconds on CPU.
+FIT_MAX_IMAGES = 10000
+# Whitening regulariser, added to eigenvalues of the covariance of unit-scaled ([0,1])
+# pixels. CIFAR's top eigenvalues are ~10 and its smallest ~1e-5, so 1e-2 keeps the
+# ~hundred strongest directions fully whitened while not amplifying JPEG/sensor noise.
+WHITEN_EPS = 1e-2
+
+
+def _const(x: torch.Tensor, shift: float, scale: float) -> ChannelAffine:
+    c = x.shape[1]
+    return ChannelAffine(torch.full((c, 1, 1), shift), torch.full((c, 1, 1), scale), tuple(x.shape[1:]))
+
+
+@NORMALIZATIONS.register("raw", "float pixels 0..255, no scaling")
+def raw(train_x: torch.Tensor, pca_k: int = 0) -> Normalizer:
+    return _const(train_x, 0.0, 1.0)
+
+
+@NORMALIZATIONS.register("unit", "pixels / 255, in [0, 1]")
+def unit(train_x: torch.Tensor, pca_k: int = 0) -> Normalizer:
+    return _const(train_x, 0.0, 255.0)
+
+
+@NORMALIZATIONS.register("symmetric", "pixels / 127.5 - 1, in [-1, 1]")
+def symmetric(train_x: torch.Tensor, pca_k: int = 0) -> Normalizer:
+    return _const(train_x, 127.5, 127.5)
+
+
+@NORMALIZATIONS.register("standardize", "per-channel mean 0, std 1 (train statistics)")
+def standardize(train_x: torch.Tensor, pca_k: int = 0) -> Normalizer:
+    # Float64 sums over chunks: a float64 copy of 45k images would need 1.1 GB.
+    total = torch.zeros(train_x.shape[1], dtype=torch.float64)
+    total_sq = torch.zeros_like(total)
+    for chunk in train_x.split(4096):
+        c = chunk.transpose(0, 1).reshape(len(total), -1).double()  # (C, chunk*H*W)
+        total += c.sum(1)
+        total_sq += (c * c).sum(1)
+    count = train_x[:, 0].numel()
+    mean = total / count
+    # Clamp: a constant channel would otherwise divide by zero.
+    std = (total_sq / count - mean**2).clamp_min(0).sqrt().clamp_min(1e-6)
+    return ChannelAffine(mean.float()[:, None, None], std.float()[:, None, None], tuple(train_x.shape[1:]))
+
+
+def _eig(train_x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(mean (D,) pixel units, eigenvalues (D,) descending, eigenvectors (D, D) as columns).
+
+    Eigenvalues are of the covariance of unit-scaled pixels (x / 255), in float64.
+    """
+    n = len(train_x)
+    if n > FIT_MAX_IMAGES:  # fixed seed: the same subsample on every run
+        keep = torch.randperm(n, generator=torch.Generator().manual_seed(0))[:FIT_MAX_IMAGES]
+        train_x = train_x[keep.sort().values]
+    x = train_x.flatten(1).double() / 255.0
+    mean = x.mean(0)
+    x -= mean
+    cov = x.T @ x / max(len(x) - 1, 1)
+    vals, vecs = torch.linalg.eigh(cov)  # ascending
+    vals, vecs = vals.flip(0).clamp_min(0.0), vecs.flip(1)
+    # Eigenvector signs are arbitrary; make each one's largest entry positive for reproducibility.
+    sign = torch.sign(vecs.gather(0, vecs.abs().argmax(0, keepdim=True)))
+    return mean * 255.0, vals, vecs * sign
+
+
+def _check_k(train_x: torch.Tensor, pca_k: int) -> int:
+    d = train_x[0].numel()
+    if not isinstance(pca_k, int) or not 1 <= pca_k <= d:
+        raise DataError(f"pca_k={pca_k!r} must be an integer in 1..{d} (the number of principal "
+                        f"components kept), e.g. pca_k=256")
+    return pca_k
+
+
+@NORMALIZATIONS.register("pca", "project centred pixels onto the top pca_k principal components -> (pca_k,)")
+def pca(train_x: torch.Tensor, pca_k: int = 0) -> Normalizer:
+    k = _check_k(train_x, pca_k)
+    mean, _, vecs = _eig(train_x)
+    # Output in unit-pixel scale, like `unit`: fold the 1/255 into the matrix.
+    return Projection(mean.float(), (vecs[:, :k] / 255.0).float(), (k,))
+
+
+@NORMALIZATIONS.register("pca_whiten", "pca, then each component / sqrt(eigenvalue + 1e-2) -> (pca_k,)")
+def pca_whiten(train_x: torch.Tensor, pca_k: int = 0, eps: float = WHITEN_EPS) -> Normalizer:
+    k = _check_k(train_x, pca_k)
+    mean, vals, vecs = _eig(train_x)
+    w = vecs[:, :k] / (vals[:k] + eps).sqrt() / 255.0
+    return Projection(mean.float(), w.float(), (k,))
+
+
+@NORMALIZATIONS.register("zca", "ZCA whitening (eps 1e-2 on [0,1] pixels), image-shaped output")
+def zca(train_x: torch.Tensor, pca_k: int = 0, eps: float = WHITEN_EPS) -> Normalizer:
+    mean, vals, vecs = _eig(train_x)
+    # Whiten in the eigenbasis, then rotate back so the output still looks like an image.
+    w = (vecs / (vals + eps).sqrt()) @ vecs.T / 255.0
+    return Projection(mean.float(), w.float(), tuple(train_x.shape[1:]))
+
+
+def fit_normalizer(name: str, train_x: torch.Tensor, pca_k: int = 0) -> Normalizer:
+    """Fit normalisation `name` on training images only (uint8 (N, C, H, W)); see NORMALIZATIONS."""
+    if name not in NORMALIZATIONS:
+        raise DataError(f"unknown normalization {name!r}; valid: {', '.join(NORMALIZATIONS.names())}")
+    return NORMALIZATIONS.get(name)(train_x, pca_k)
+
+
+# ------------------------------------------------------------------ batches, augmentation
+
+def augment(x: torch.Tensor, generator: torch.Generator | None = None, pad: int = 4,
+            flip: bool = True) -> torch.Tensor:
+    """Random crop from the zero-padded batch (offsets 0..2*pad px) and random horizontal flip.
+
+    Each image of x (B, C, H, W) gets its own offsets/flip. Random numbers are drawn on the
+    generator's device (default: x's device and its default generator) and moved to x's
+    device, so a CPU generator works for a GPU batch and gives the same draws.
+    """
+    if pad < 0:
+        raise ValueError(f"pad must be >= 0, got {pad}")
+    if pad == 0 and not flip:
+        return x.clone()
+    b, _, h, w = x.shape
+    dev = generator.device if generator is not None else x.device
+    oy = torch.randint(0, 2 * pad + 1, (b,), generator=generator, device=dev).to(x.device)
+    ox = torch.randint(0, 2 * pad + 1, (b,), generator=generator, device=dev).to(x.device)
+    flipped = torch.randint(0, 2, (b,), generator=generator, device=dev).to(x.device).bool()
+    if not flip:
+        flipped.zero_()
+    padded = F.pad(x, (pad, pad, pad, pad)) if pad else x
+    rows = oy[:, None] + torch.arange(h, device=x.device)               # (B, H)
+    cols = torch.arange(w, device=x.device).expand(b, w)
+    cols = torch.where(flipped[:, None], cols.flip(1), cols) + ox[:, None]  # (B, W)
+    # Gather rows then columns: two cheap index_select-like ops, no loop over images.
+    out = padded.gather(2, rows[:, None, :, None].expand(b, x.shape[1], h, padded.shape[3]))
+    return out.gather(3, cols[:, None, None, :].expand(b, x.shape[1], h, w))
+
+
+def iterate_batches(n: int, batch_size: int, generator: torch.Generator | None,
+                    shuffle: bool = True) -> Iterator[torch.Tensor]:
+    """Yield int64 index tensors covering range(n) once (shuffled if asked); last batch may be short.
+
+    Indices live on the generator's device (CPU when generator is None).
+    """
+    if batch_size <= 0:
+        raise ValueError(f"batch_size must be positive, got {batch_size}")
+    dev = generator.device if generator is not None else "cpu"
+    order = (torch.randperm(n, generator=generator, device=dev) if shuffle
+             else torch.arange(n, device=dev))
+    yield from order.split(batch_size)

@@ -1,0 +1,47 @@
+"""Config parsing and the CLI's handling of bad input: exit 2, one line, no traceback."""
+import subprocess
+import sys
+
+import pytest
+
+from bench.config import ConfigError, TrialConfig, make_config, parse_overrides
+
+
+def test_types_are_checked():
+    cfg = make_config(parse_overrides(["lr=0.5", "epochs=3", "batchnorm=false", "model=mlp"]))
+    assert (cfg.lr, cfg.epochs, cfg.batchnorm, cfg.model) == (0.5, 3, False, "mlp")
+    with pytest.raises(ConfigError, match="epochs expects int"):
+        make_config({"epochs": "three"})
+    with pytest.raises(ConfigError, match="valid keys: model, depth"):
+        make_config({"learning_rate": "0.1"})
+    with pytest.raises(ConfigError, match="valid: identity, sigmoid, tanh, relu"):
+        make_config({"activation": "swish"})
+    with pytest.raises(ConfigError, match="6n\\+2"):
+        make_config({"model": "resnet", "depth": "21"})
+    with pytest.raises(ConfigError, match="use model=mlp or linear"):
+        make_config({"normalization": "pca", "pca_k": "64"})
+
+
+def test_config_is_frozen():
+    with pytest.raises(Exception):
+        TrialConfig().lr = 1.0  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["train", "colour=red"], "unknown config key 'colour'; valid keys:"),
+    (["train", "optimizer=lbfgs"], "unknown optimizer 'lbfgs'; valid: sgd, momentum, nesterov, adagrad, rmsprop, adam"),
+    (["train", "lr"], "expected key=value"),
+])
+def test_cli_bad_input_exits_2_without_traceback(args, expected):
+    proc = subprocess.run([sys.executable, "-m", "bench", *args], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert expected in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_cli_list_prints_every_registry():
+    proc = subprocess.run([sys.executable, "-m", "bench", "list"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    for word in ["models:", "resnet", "sigmoid_centered", "nesterov", "cosine", "zca", "xavier"]:
+        assert word in proc.stdout

@@ -79,6 +79,27 @@ def cmd_study(args) -> int:
     return run_study_cli(args)
 
 
+def cmd_report(args) -> int:
+    from report.build import build_report
+
+    from .tracking import tracking_uri
+
+    path = build_report(tracking_uri(args.tracking_uri), args.out, args.study)
+    print(f"report written: {path}")
+    return 0
+
+
+def cmd_ui(args) -> int:
+    import subprocess
+
+    from .tracking import tracking_uri
+
+    uri = tracking_uri(args.tracking_uri)
+    print(f"MLflow UI for {uri}: http://{args.host}:{args.port}  (Ctrl-C stops it)", flush=True)
+    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", args.host, "--port", str(args.port)]
+    return subprocess.call(cmd)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bench", description="ablation-bench: textbook deep-learning claims, measured on CIFAR-10")
     parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
@@ -100,6 +121,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_study)
+    p = sub.add_parser("report", help="write the report (HTML + Markdown) from the MLflow runs")
+    p.add_argument("--out", default="report/out", help="output folder (default report/out)")
+    p.add_argument("--study", help="only this study's claims")
+    p.add_argument("--tracking-uri")
+    p.set_defaults(func=cmd_report)
+    p = sub.add_parser("ui", help="open the MLflow UI over the project's store (bound to 127.0.0.1)")
+    p.add_argument("--tracking-uri")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=5000)
+    p.set_defaults(func=cmd_ui)
     return parser
 
 

@@ -139,10 +139,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.debug:
         os.environ["BENCH_DEBUG"] = "1"
     from .data import DataError
+    from .studies import StudyError
 
     try:
         return args.func(args)
-    except (ConfigError, DataError, UserError) as exc:
+    except (ConfigError, DataError, StudyError, UserError) as exc:
         if args.debug:
             raise
         print(f"error: {exc}", file=sys.stderr)

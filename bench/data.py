@@ -136,30 +136,22 @@ def _download(root: Path) -> tuple[str, Path]:
 
 
 def _read_binary(src: Path) -> dict:
-    """Read torchvision's pickled batches (dicts with b'data' (N, 3072) and b'labels')."""
-    def unpickle(name: str, *keys: bytes) -> list:
+    """Read torchvision's pickled batches (dicts with b'data' (N, 3072) uint8 and b'labels')."""
+    def unpickle(name: str) -> dict:
         try:
             with open(src / name, "rb") as f:
                 d = pickle.load(f, encoding="bytes")
-            return [d[k] for k in keys]
+            if name == "batches.meta":
+                return {"classes": [c.decode() for c in d[b"label_names"]]}
+            x = torch.as_tensor(d[b"data"], dtype=torch.uint8).reshape(-1, 3, 32, 32)
+            return {"x": x, "y": torch.as_tensor(d[b"labels"], dtype=torch.int64).reshape(len(x))}
         except Exception as e:
             raise DataError(f"{src / name} is unreadable ({type(e).__name__}: {e}); delete "
                             f"{src} and download it again") from None
 
-    def batch(name: str) -> tuple[torch.Tensor, torch.Tensor]:
-        data, labels = unpickle(name, b"data", b"labels")
-        x = torch.as_tensor(data, dtype=torch.uint8).reshape(-1, 3, 32, 32)
-        y = torch.as_tensor(labels, dtype=torch.int64)
-        if len(x) != len(y):
-            raise DataError(f"{src / name}: {len(x)} images but {len(y)} labels; re-download")
-        return x, y
-
-    train = [batch(n) for n in BINARY_TRAIN]
-    test_x, test_y = batch("test_batch")
-    (names,) = unpickle("batches.meta", b"label_names")
-    classes = [c.decode() for c in names]
-    return {"train_x": torch.cat([x for x, _ in train]), "train_y": torch.cat([y for _, y in train]),
-            "test_x": test_x, "test_y": test_y, "classes": classes}
+    train, test = [unpickle(n) for n in BINARY_TRAIN], unpickle("test_batch")
+    return {"train_x": torch.cat([b["x"] for b in train]), "train_y": torch.cat([b["y"] for b in train]),
+            "test_x": test["x"], "test_y": test["y"], **unpickle("batches.meta")}
 
 
 def _list_image_folder(root: Path) -> dict[str, dict[str, list[str]]]:
@@ -250,34 +242,31 @@ def _decode_image(path: Path, raw: bytes) -> torch.Tensor:
 def _read_image_folder(root: Path, listing: dict, want_sha: str | None) -> dict:
     """Decode every image (and, if `want_sha`, hash all bytes as MANIFEST.tsv does)."""
     classes = sorted(listing["train"])  # alphabetical = CIFAR-10's label order
-    label = {c: i for i, c in enumerate(classes)}
+    rels = list(_relative_paths(listing))
+    xs = torch.empty((len(rels), 3, 32, 32), dtype=torch.uint8)
+    ys = torch.tensor([classes.index(r.split("/")[1]) for r in rels], dtype=torch.int64)
     h = hashlib.sha256()
-    out = {}
-    for split in ("train", "test"):
-        rels = [r for r in _relative_paths(listing) if r.startswith(split + "/")]
-        xs = torch.empty((len(rels), 3, 32, 32), dtype=torch.uint8)
-        ys = torch.empty(len(rels), dtype=torch.int64)
-        for i, rel in enumerate(rels):
-            path = root / rel
-            raw = path.read_bytes()
-            # Manifest recipe: for each relative posix path, update(path) then update(bytes).
-            h.update(rel.encode())
-            h.update(raw)
-            try:
-                img = _decode_image(path, raw)
-            except Exception as e:
-                raise DataError(f"{path} is unreadable or truncated ({e}); "
-                                f"replace it from a fresh copy of the data set") from None
-            if img.shape != (3, 32, 32):
-                raise DataError(f"{path} is {tuple(img.shape[1:])} pixels, CIFAR-10 images are "
-                                f"32x32; this is not CIFAR-10 data")
-            xs[i], ys[i] = img, label[rel.split("/")[1]]
-        out[f"{split}_x"], out[f"{split}_y"] = xs, ys
+    for i, rel in enumerate(rels):
+        path = root / rel
+        raw = path.read_bytes()
+        h.update(rel.encode())  # manifest recipe: path bytes, then file bytes, no separators
+        h.update(raw)
+        try:
+            img = _decode_image(path, raw)
+        except Exception as e:
+            raise DataError(f"{path} is unreadable or truncated ({e}); "
+                            f"replace it from a fresh copy of the data set") from None
+        if img.shape != (3, 32, 32):
+            raise DataError(f"{path} is {tuple(img.shape[1:])} pixels, CIFAR-10 images are "
+                            f"32x32; this is not CIFAR-10 data")
+        xs[i] = img
     if want_sha is not None and h.hexdigest() != want_sha:
         raise DataError(f"{root} does not match {root / 'MANIFEST.tsv'} (sha256 {h.hexdigest()[:16]}... "
                         f"vs {want_sha[:16]}...): a file was altered; re-copy the data set")
-    out["classes"] = classes
-    return out
+    n = sum(r.startswith("train/") for r in rels)
+    # Clones: torch.save writes a view's whole storage, which would double the cache file.
+    return {"train_x": xs[:n].clone(), "train_y": ys[:n].clone(), "test_x": xs[n:].clone(),
+            "test_y": ys[n:].clone(), "classes": classes}
 
 
 def _read_cache(path: Path) -> dict | None:
@@ -335,46 +324,42 @@ def make_splits(data: Cifar10, n_train: int = 0, n_val: int = 5000, n_test: int 
                 split_seed: int = 0) -> Splits:
     """Carve a class-balanced validation set from train; optionally subsample train and test.
 
-    Only `split_seed` decides which images go where. Sizes must be multiples of the class
-    count (10). The validation set does not depend on n_train, and a smaller n_train is a
-    subset of a larger one (same seed).
+    Only `split_seed` decides which images go where; sizes must be multiples of the class
+    count (n/10 per class; 0 = all remaining). Validation does not depend on n_train, and a
+    smaller n_train is a subset of a larger one with the same seed.
     """
     k = len(data.classes)
     for name, n in (("n_train", n_train), ("n_val", n_val), ("n_test", n_test)):
         if n < 0 or n % k:
             raise DataError(f"{name}={n} must be a non-negative multiple of {k} (class-balanced "
                             f"splits take {name}/{k} images per class); e.g. {name}={n // k * k}")
-    g = torch.Generator().manual_seed(split_seed)
-    val_parts, train_parts = [], []
+    val, train = _balanced(data, data.train_y, split_seed, [("n_val", n_val), ("n_train", n_train or None)])
+    test = (_balanced(data, data.test_y, split_seed, [("n_test", n_test)])[0] if n_test
+            else torch.arange(len(data.test_y)))
+    return Splits(data.train_x[train], data.train_y[train], data.train_x[val], data.train_y[val],
+                  data.test_x[test], data.test_y[test], train, val, test)
+
+
+def _balanced(data: Cifar10, y: torch.Tensor, seed: int,
+              sizes: list[tuple[str, int | None]]) -> list[torch.Tensor]:
+    """Per class, shuffle (seeded) and cut consecutive chunks of n/k; n=None takes the rest.
+
+    Returns one sorted index tensor per (name, n) in `sizes`.
+    """
+    k, g = len(data.classes), torch.Generator().manual_seed(seed)
+    parts: list[list[torch.Tensor]] = [[] for _ in sizes]
     for c in range(k):
-        idx = torch.nonzero(data.train_y == c).flatten()
-        idx = idx[torch.randperm(len(idx), generator=g)]
-        per_val, rest = n_val // k, len(idx) - n_val // k
-        if rest < 0:
-            raise DataError(f"n_val={n_val} needs {per_val} images of class {data.classes[c]!r}, "
-                            f"train has {len(idx)}; lower n_val")
-        if n_train and n_train // k > rest:
-            raise DataError(f"n_train={n_train} needs {n_train // k} images per class but only "
-                            f"{rest} of class {data.classes[c]!r} remain after validation; "
-                            f"use n_train <= {rest * k} or 0 (all)")
-        val_parts.append(idx[:per_val])
-        train_parts.append(idx[per_val:per_val + n_train // k] if n_train else idx[per_val:])
-    train_idx, val_idx = torch.cat(train_parts).sort().values, torch.cat(val_parts).sort().values
-    if n_test:
-        g = torch.Generator().manual_seed(split_seed)
-        parts = []
-        for c in range(k):
-            idx = torch.nonzero(data.test_y == c).flatten()
-            if n_test // k > len(idx):
-                raise DataError(f"n_test={n_test} needs {n_test // k} images of class "
-                                f"{data.classes[c]!r}, test has {len(idx)}; use n_test <= {len(idx) * k} or 0")
-            parts.append(idx[torch.randperm(len(idx), generator=g)[:n_test // k]])
-        test_idx = torch.cat(parts).sort().values
-    else:
-        test_idx = torch.arange(len(data.test_y))
-    return Splits(data.train_x[train_idx], data.train_y[train_idx], data.train_x[val_idx],
-                  data.train_y[val_idx], data.test_x[test_idx], data.test_y[test_idx],
-                  train_idx, val_idx, test_idx)
+        idx = torch.nonzero(y == c).flatten()
+        idx, start = idx[torch.randperm(len(idx), generator=g)], 0
+        for part, (name, n) in zip(parts, sizes):
+            take = len(idx) - start if n is None else n // k
+            if start + take > len(idx):
+                raise DataError(f"{name}={n} needs {take} images per class but only {len(idx) - start} "
+                                f"of class {data.classes[c]!r} are left; use {name} <= "
+                                f"{(len(idx) - start) * k} or 0 (all)")
+            part.append(idx[start:start + take])
+            start += take
+    return [torch.cat(p).sort().values for p in parts]
 
 
 # --------------------------------------------------------------------- normalisations
@@ -422,9 +407,10 @@ NORMALIZATIONS = Registry("normalization")
 # PCA/ZCA statistics come from at most this many training images: enough for a stable
 # 3072x3072 covariance, and it keeps the float64 fit to a few seconds on CPU.
 FIT_MAX_IMAGES = 10000
-# Whitening regulariser, added to eigenvalues of the covariance of unit-scaled ([0,1])
-# pixels. CIFAR's top eigenvalues are ~10 and its smallest ~1e-5, so 1e-2 keeps the
-# ~hundred strongest directions fully whitened while not amplifying JPEG/sensor noise.
+# Whitening regulariser, added to the eigenvalues of the covariance of unit-scaled ([0,1])
+# pixels. On CIFAR-10 those run from ~68 down to ~1e-6 (median ~2e-5); 1e-2 whitens the
+# ~500 directions above it and damps the rest (mostly JPEG/quantisation noise) instead
+# of amplifying them up to 1000x. A common choice for full-image ZCA on [0,1] data.
 WHITEN_EPS = 1e-2
 
 
@@ -433,19 +419,12 @@ def _const(x: torch.Tensor, shift: float, scale: float) -> ChannelAffine:
     return ChannelAffine(torch.full((c, 1, 1), shift), torch.full((c, 1, 1), scale), tuple(x.shape[1:]))
 
 
-@NORMALIZATIONS.register("raw", "float pixels 0..255, no scaling")
-def raw(train_x: torch.Tensor, pca_k: int = 0) -> Normalizer:
-    return _const(train_x, 0.0, 1.0)
-
-
-@NORMALIZATIONS.register("unit", "pixels / 255, in [0, 1]")
-def unit(train_x: torch.Tensor, pca_k: int = 0) -> Normalizer:
-    return _const(train_x, 0.0, 255.0)
-
-
-@NORMALIZATIONS.register("symmetric", "pixels / 127.5 - 1, in [-1, 1]")
-def symmetric(train_x: torch.Tensor, pca_k: int = 0) -> Normalizer:
-    return _const(train_x, 127.5, 127.5)
+NORMALIZATIONS.register("raw", "float pixels 0..255, no scaling")(
+    lambda train_x, pca_k=0: _const(train_x, 0.0, 1.0))
+NORMALIZATIONS.register("unit", "pixels / 255, in [0, 1]")(
+    lambda train_x, pca_k=0: _const(train_x, 0.0, 255.0))
+NORMALIZATIONS.register("symmetric", "pixels / 127.5 - 1, in [-1, 1]")(
+    lambda train_x, pca_k=0: _const(train_x, 127.5, 127.5))
 
 
 @NORMALIZATIONS.register("standardize", "per-channel mean 0, std 1 (train statistics)")
@@ -500,7 +479,7 @@ def pca(train_x: torch.Tensor, pca_k: int = 0) -> Normalizer:
     return Projection(mean.float(), (vecs[:, :k] / 255.0).float(), (k,))
 
 
-@NORMALIZATIONS.register("pca_whiten", "pca, then each component / sqrt(eigenvalue + 1e-2) -> (pca_k,)")
+@NORMALIZATIONS.register("pca_whiten", f"pca, then each component / sqrt(eigenvalue + {WHITEN_EPS}) -> (pca_k,)")
 def pca_whiten(train_x: torch.Tensor, pca_k: int = 0, eps: float = WHITEN_EPS) -> Normalizer:
     k = _check_k(train_x, pca_k)
     mean, vals, vecs = _eig(train_x)
@@ -508,7 +487,7 @@ def pca_whiten(train_x: torch.Tensor, pca_k: int = 0, eps: float = WHITEN_EPS) -
     return Projection(mean.float(), w.float(), (k,))
 
 
-@NORMALIZATIONS.register("zca", "ZCA whitening (eps 1e-2 on [0,1] pixels), image-shaped output")
+@NORMALIZATIONS.register("zca", f"ZCA whitening (eps {WHITEN_EPS} on [0,1] pixels), image-shaped output")
 def zca(train_x: torch.Tensor, pca_k: int = 0, eps: float = WHITEN_EPS) -> Normalizer:
     mean, vals, vecs = _eig(train_x)
     # Whiten in the eigenbasis, then rotate back so the output still looks like an image.

@@ -83,6 +83,7 @@ class StudyRun:
         self.study, self.profile, self.progress = study, profile, progress
         self.storage = open_storage(storage_url)
         self.tracker = Tracker(uri, study.name)  # creates the experiment before any trial starts
+        self.tracker.end_stale_runs(is_stale)  # runs left RUNNING by a killed worker on this host
         self.data_dir = data_dir
         self.arms = study.arms(profile)
         self.seeds = study.seeds(profile)
@@ -189,33 +190,47 @@ class StudyRun:
             self._run_trial(job.optuna_study, trial, "final", job.arm, trial.params["seed"], extra)
 
     def _run_trial(self, ostudy: optuna.Study, trial: optuna.Trial, stage: str, arm: Arm, seed: int, extra: dict) -> None:
-        """The thin objective: build the config, train, log, tell Optuna."""
-        cfg = self.study.config(self.profile, arm, seed, **extra)
-        for key, value in worker_tags().items():
-            trial.set_user_attr(key.split(".")[1], value)
-        tags = {"bench.study": self.study.name, "bench.arm": arm.name, "bench.seed": str(seed),
-                "bench.claims": ",".join(self.study.claims), "bench.profile": self.profile, "bench.stage": stage,
-                "bench.optuna_trial": str(trial.number), **{f"bench.factor.{f}": a for f, a in arm.factors.items()}, **worker_tags()}
-        if extra:
-            tags.update({f"bench.tuned_{k}" if stage == "final" else f"bench.tune_{k}": str(v) for k, v in extra.items()})
-        run_id = self.tracker.start_run(f"{stage} {arm.name} seed={seed}", tags, as_dict(cfg), parent=self.parent)
-        trial.set_user_attr("mlflow_run_id", run_id)
-        self.bar.set_postfix_str(f"{stage} {arm.name} seed={seed}")
+        """The thin objective: build the config, train, log, tell Optuna.
 
-        def on_epoch(epoch: int, m: dict) -> None:
-            self.bar.set_postfix_str(f"{stage} {arm.name} seed={seed} epoch {epoch}/{cfg.epochs} val_acc {m.get('val_acc', 0):.3f}")
-
+        Ctrl-C anywhere in here ends the MLflow run KILLED and the Optuna trial FAIL (rerun
+        next time); any other error fails this trial only and the study goes on.
+        """
+        run_id = None
         try:
+            cfg = self.study.config(self.profile, arm, seed, **extra)
+            for key, value in worker_tags().items():
+                trial.set_user_attr(key.split(".")[1], value)
+            tags = {"bench.study": self.study.name, "bench.arm": arm.name, "bench.seed": str(seed),
+                    "bench.claims": ",".join(self.study.claims), "bench.profile": self.profile, "bench.stage": stage,
+                    "bench.optuna_trial": str(trial.number), **{f"bench.factor.{f}": a for f, a in arm.factors.items()},
+                    **worker_tags()}
+            if extra:
+                tags.update({f"bench.tuned_{k}" if stage == "final" else f"bench.tune_{k}": str(v) for k, v in extra.items()})
+            run_id = self.tracker.start_run(f"{stage} {arm.name} seed={seed}", tags, as_dict(cfg), parent=self.parent)
+            trial.set_user_attr("mlflow_run_id", run_id)
+            self.bar.set_postfix_str(f"{stage} {arm.name} seed={seed}")
+
+            def on_epoch(epoch: int, m: dict) -> None:
+                self.bar.set_postfix_str(f"{stage} {arm.name} seed={seed} epoch {epoch}/{cfg.epochs} val_acc {m.get('val_acc', 0):.3f}")
+
             record = train_trial(cfg, RunLogger(self.tracker, run_id, on_epoch), progress=False, data=self.data)
+            self.tracker.log_dict(run_id, record, "record.json")
+            self.tracker.set_tags(run_id, {"bench.status": record["status"], "bench.data_source": record["data_source"],
+                                           "bench.device": record["device"], "bench.git_commit": record["git_commit"]})
+            summary = {k: record[k] for k in ("epochs_run", "seconds", "train_seconds", "images_per_s", "best_val_acc")}
+            self.tracker.log_metrics(run_id, {**summary, "diverged": float(record["status"] == "diverged")}, step=record["epochs_run"])
+            trial.set_user_attr("status", record["status"])
         except KeyboardInterrupt:
-            self.tracker.set_tags(run_id, {"bench.status": "interrupted"})
-            self.tracker.end_run(run_id, "KILLED")
+            if run_id:
+                self.tracker.set_tags(run_id, {"bench.status": "interrupted"})
+                self.tracker.end_run(run_id, "KILLED")
             ostudy.tell(trial, state=TrialState.FAIL)
             raise
         except Exception as exc:  # a crash of one trial is recorded and the study goes on
             reason = f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}"
-            self.tracker.set_tags(run_id, {"bench.status": "failed", "bench.failure": reason})
-            self.tracker.end_run(run_id, "FAILED")
+            if run_id:
+                self.tracker.set_tags(run_id, {"bench.status": "failed", "bench.failure": reason})
+                self.tracker.end_run(run_id, "FAILED")
             trial.set_user_attr("failure", reason)
             ostudy.tell(trial, state=TrialState.FAIL)
             self.failures.append(f"{stage} {arm.name} seed={seed}: {reason}")
@@ -223,13 +238,9 @@ class StudyRun:
                 raise
             self.bar.update(1)
             return
-        self.tracker.log_dict(run_id, record, "record.json")
-        self.tracker.set_tags(run_id, {"bench.status": record["status"], "bench.data_source": record["data_source"],
-                                       "bench.device": record["device"], "bench.git_commit": record["git_commit"]})
-        summary = {k: record[k] for k in ("epochs_run", "seconds", "train_seconds", "images_per_s", "best_val_acc")}
-        self.tracker.log_metrics(run_id, {**summary, "diverged": float(record["status"] == "diverged")}, step=record["epochs_run"])
+        # Finish MLflow before Optuna: a kill in between leaves a FINISHED run whose trial is
+        # rerun (a duplicate the report drops by trial), never a COMPLETE trial without its run.
         self.tracker.end_run(run_id, "FINISHED")
-        trial.set_user_attr("status", record["status"])
         ostudy.tell(trial, record["best_val_acc"] if record["status"] == "ok" else 0.0)
         self.bar.update(1)
 

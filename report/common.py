@@ -1,0 +1,174 @@
+"""Helpers every claim analysis shares: per-run metrics (diverged runs counted), per-arm
+tables with intervals and run links, the Setup block, comparisons as verdict Parts."""
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+
+from .frame import at_epoch, num, series
+from .section import Link, Table, fmt, fmt_iv, short
+from .stats import crossing, t_interval, welch
+from .verdict import Part
+
+CHANCE = 0.10  # accuracy a diverged run is counted at (10 classes): counted, never dropped
+Metric = Callable[[pd.Series], float]  # one number from one run (row of the runs frame)
+
+DIVERGED_NOTE = ("Diverged runs are counted, not dropped: their accuracy counts as chance (0.10), their "
+                 "time to target as never; other metrics of a diverged run are missing and n shows it.")
+
+
+def diverged(row: pd.Series) -> bool:
+    return row.get("status") == "diverged"
+
+
+def final_acc(split: str = "test") -> Metric:
+    """Final accuracy on `split`; a diverged run counts as chance."""
+    return lambda row: CHANCE if diverged(row) else _f(row.get(f"{split}_acc"))
+
+
+def error(split: str = "test") -> Metric:
+    return lambda row: 1.0 - final_acc(split)(row)
+
+
+def gap(row: pd.Series) -> float:
+    """Train minus test accuracy (the overfitting gap); missing for diverged runs."""
+    return math.nan if diverged(row) else _f(row.get("train_acc")) - _f(row.get("test_acc"))
+
+
+def column(name: str) -> Metric:
+    return lambda row: _f(row.get(name))
+
+
+def hist_at(metric: str, epoch: int) -> Metric:
+    return lambda row: at_epoch(row, metric, epoch)
+
+
+def to_target(target: float, x: str = "epoch", split: str = "val") -> Metric:
+    """Epochs (x="epoch") or seconds (x="seconds") until `split` accuracy first reaches target
+    (interpolated); never reached -> NaN (counted in the table's `reached` column)."""
+    return lambda row: crossing(series(row, x), series(row, f"{split}_acc"), target)
+
+
+def _f(v) -> float:
+    try:
+        return float(v) if v is not None else math.nan
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def values(runs: pd.DataFrame, metric: Metric) -> list[float]:
+    return [metric(row) for _, row in runs.iterrows()]
+
+
+def run_links(runs: pd.DataFrame) -> list[Link]:
+    return [Link(short(r["run_id"]), r["url"]) for _, r in runs.iterrows()]
+
+
+def arms_in_order(runs: pd.DataFrame, by: str = "arm") -> list[str]:
+    """Arms in the order the runs frame lists them first (the study file's order for final runs)."""
+    return list(dict.fromkeys(runs.sort_values("start_time")[by])) if len(runs) else []
+
+
+def seeds_per_arm(runs: pd.DataFrame, by: str = "arm") -> int:
+    return int(runs.groupby(by)["seed"].nunique().min()) if len(runs) else 0
+
+
+def arm_table(title: str, runs: pd.DataFrame, metrics: list[tuple[str, Metric, float]], by: str = "arm",
+              note: str = DIVERGED_NOTE, order: list[str] | None = None) -> Table:
+    """Per arm: seeds, diverged, then mean [95% CI] of each metric (scaled), then run links."""
+    rows = []
+    for arm in order or arms_in_order(runs, by):
+        sub = runs[runs[by] == arm]
+        if sub.empty:
+            continue
+        n_div = int((sub["status"] == "diverged").sum())
+        cells = [str(arm), str(sub["seed"].nunique()), f"{n_div}/{len(sub)}"]
+        cells += [fmt_iv(t_interval(values(sub, m)), scale) for _, m, scale in metrics]
+        rows.append(cells + [run_links(sub)])
+    return Table(title, [by, "seeds", "diverged"] + [label for label, _, _ in metrics] + ["runs (MLflow)"], rows, note)
+
+
+def compare(assertion: str, label: str, a: pd.DataFrame, b: pd.DataFrame, metric: Metric, expected: int = 1,
+            unit: str = "", scale: float = 1.0) -> Part:
+    """A Welch t-test part: metric over runs `a` minus over runs `b`; the claim expects sign `expected`."""
+    va, vb = values(a, metric), values(b, metric)
+    d = welch(va, vb)
+    n_min = min(a["seed"].nunique() if len(a) else 0, b["seed"].nunique() if len(b) else 0)
+    return Part(assertion, label, "Welch t-test", diff=d, expected=expected, unit=unit, scale=scale, n_min=n_min,
+                evidence=f"{fmt(np.nanmean(va) * scale) if va else '–'} vs {fmt(np.nanmean(vb) * scale) if vb else '–'}",
+                runs=run_links(pd.concat([a, b])))
+
+
+def check(assertion: str, label: str, runs: pd.DataFrame, passed: bool, evidence: str) -> Part:
+    """An exact check over every run in `runs` (no p-value)."""
+    n_min = int(runs.groupby("arm")["seed"].nunique().min()) if len(runs) else 0
+    return Part(assertion, label, "exact check", check=passed, evidence=evidence, n_min=n_min, runs=run_links(runs))
+
+
+def constant_config(runs: pd.DataFrame, keys: list[str]) -> tuple[list[str], list[str]]:
+    """(["key=value" for keys constant across runs], [keys that vary by arm])."""
+    fixed, varying = [], []
+    for key in keys:
+        col = f"config.{key}"
+        if col not in runs:
+            continue
+        vals = runs[col].dropna().astype(str).unique()
+        (fixed if len(vals) == 1 else varying).append(f"{key}={vals[0]}" if len(vals) == 1 else key)
+    return fixed, varying
+
+
+CONFIG_KEYS = ["model", "depth", "width", "activation", "init", "batchnorm", "dropout", "optimizer", "lr",
+               "momentum", "weight_decay", "schedule", "batch_size", "normalization", "augment", "residual"]
+
+
+def tuning_text(runs: pd.DataFrame, tune: pd.DataFrame) -> str:
+    """The tuning protocol and each arm's tuned learning rate (final runs carry bench.tuned_lr)."""
+    tuned = num(runs, "tuned_lr")
+    if tuned.notna().sum() == 0:
+        lrs = sorted(set(num(runs, "config.lr").dropna()))
+        return ("none: the study fixes the learning rate" + (f" (lr = {', '.join(fmt(v) for v in lrs)})" if lrs else "")
+                + "; the claim is not a comparison of methods at their best lr")
+    per_arm = runs.assign(_lr=tuned).groupby("arm", sort=False)["_lr"].first()
+    text = "learning rate tuned per arm on the validation split (Optuna TPE, tuning seed), then fixed for the final runs"
+    if len(tune):
+        tried = num(tune, "tune_lr")
+        n = tune.groupby("arm").size()
+        text += (f"; {int(n.min())}" + (f"–{int(n.max())}" if n.max() != n.min() else "")
+                 + f" tuning trials per arm, lr tried {fmt(tried.min())} to {fmt(tried.max())}")
+    return text + ". Tuned lr: " + ", ".join(f"{arm} {fmt(v)}" for arm, v in per_arm.items())
+
+
+def setup(study: str, runs: pd.DataFrame, tune: pd.DataFrame) -> list[tuple[str, str]]:
+    """The Setup block of a section: study, arms, seeds, profile, data, device, epochs, tuning."""
+    fixed, varying = constant_config(runs, CONFIG_KEYS)
+    seeds = runs.groupby("arm")["seed"].nunique()
+    n_div = int((runs["status"] == "diverged").sum())
+    sizes = {k: sorted(set(num(runs, f"n_{k}_used").dropna().astype(int))) for k in ("train", "val", "test")}
+    epochs = sorted(set(num(runs, "config.epochs").dropna().astype(int)))
+    return [
+        ("Study", f"{study} (studies/{study}.toml)"),
+        ("Arms", ", ".join(arms_in_order(runs))),
+        ("Seeds per arm", f"{seeds.min()}" + (f"–{seeds.max()}" if seeds.max() != seeds.min() else "")),
+        ("Profile", ", ".join(sorted(set(runs["profile"])))),
+        ("Data", "; ".join(sorted(set(runs["data_source"].dropna().astype(str))))
+         + " — images used: " + ", ".join(f"{k} {'/'.join(str(v) for v in vs)}" for k, vs in sizes.items())),
+        ("Device", "; ".join(sorted(set(runs["device"].dropna().astype(str))))),
+        ("Epochs", "/".join(str(e) for e in epochs)),
+        ("Fixed config", ", ".join(fixed) + (f"; varies by arm: {', '.join(varying)}" if varying else "")),
+        ("Tuning", tuning_text(runs, tune)),
+        ("Runs", f"{len(runs)} final runs ({n_div} diverged); {len(tune)} tuning runs; code "
+         + ", ".join(sorted(set(runs["git_commit"].dropna().astype(str))))),
+    ]
+
+
+def device_of(runs: pd.DataFrame) -> str:
+    devs = sorted(set(runs["device"].dropna().astype(str))) if "device" in runs else []
+    return "; ".join(devs)
+
+
+def mean_of(xs: list[float]) -> float:
+    a = np.asarray(xs, float)
+    return float(np.nanmean(a)) if np.isfinite(a).any() else math.nan

@@ -1,0 +1,172 @@
+"""Seaborn figures written as PNG files beside the report; every band or bar is the mean
+over seeds with its 95% t interval (the same interval as the tables)."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, no display
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+
+from .frame import long_history, series  # noqa: E402
+from .section import Figure  # noqa: E402
+from .stats import band  # noqa: E402
+
+DPI = 100  # 100 dpi at these sizes: sharp on screen, small files
+BAND = "band = mean over seeds with its 95% t interval"
+
+
+class FigureMaker:
+    """Draws figures into `<out>/figures/`; with out=None it draws nothing (table-only builds)."""
+
+    def __init__(self, out: str | Path | None):
+        self.dir = Path(out) / "figures" if out is not None else None
+        if self.dir is not None:
+            self.dir.mkdir(parents=True, exist_ok=True)
+        sns.set_theme(style="whitegrid", context="notebook", palette="colorblind", font_scale=0.9)
+
+    @property
+    def enabled(self) -> bool:
+        return self.dir is not None
+
+    def _save(self, fig, name: str, title: str, caption: str) -> Figure:
+        fig.suptitle(title, fontsize=12, fontweight="bold")
+        fig.tight_layout()
+        fig.savefig(self.dir / f"{name}.png", dpi=DPI)
+        plt.close(fig)
+        return Figure(f"figures/{name}.png", title, caption)
+
+    # ------------------------------------------------------------------ curves over epochs
+    def curves(self, name: str, title: str, runs: pd.DataFrame, panels: list[tuple[str, str]], hue: str = "arm",
+               logy: bool = False, first_epoch: int = 0, caption: str = "", hue_order: list[str] | None = None) -> Figure | None:
+        """One panel per (metric, y label): metric over epochs, a line and band per `hue`."""
+        if not self.enabled or runs.empty:
+            return None
+        data = long_history(runs, [m for m, _ in panels], by=hue)
+        data = data[(data["epoch"] >= first_epoch) & np.isfinite(data["value"].astype(float))]
+        if logy:
+            data = data[data["value"] > 0]
+        if data.empty:
+            return None
+        fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels) + 1.6, 3.8), squeeze=False)
+        order = hue_order or list(dict.fromkeys(runs[hue]))
+        for ax, (metric, ylabel) in zip(axes[0], panels):
+            sub = data[data["metric"] == metric]
+            sns.lineplot(sub, x="epoch", y="value", hue=hue, hue_order=order, errorbar=band, marker="o",
+                         markersize=4, ax=ax, legend=ax is axes[0][-1])
+            ax.set(xlabel="epoch", ylabel=ylabel, yscale="log" if logy else "linear")
+            ax.xaxis.get_major_locator().set_params(integer=True)
+        _legend_outside(axes[0][-1], hue)
+        return self._save(fig, name, title, caption or BAND)
+
+    # ------------------------------------------------------------------ per-layer profiles
+    def layer_profile(self, name: str, title: str, runs: pd.DataFrame, layer_names: list[str], stat: str,
+                      ylabel: str, hue: str = "arm", epochs: tuple[int, ...] = (0, -1), logy: bool = True,
+                      caption: str = "") -> Figure | None:
+        """`stat` per layer (x = layer index) at each epoch in `epochs` (0 = init, -1 = last), one panel each."""
+        if not self.enabled or runs.empty or not layer_names:
+            return None
+        rows = []
+        for _, r in runs.iterrows():
+            for i, layer in enumerate(layer_names, 1):
+                vals = series(r, f"{layer}.{stat}")
+                for e in epochs:
+                    if vals and (e < 0 or e < len(vals)):
+                        rows.append((r[hue], i, "at initialisation" if e == 0 else "after training", vals[e]))
+        data = pd.DataFrame(rows, columns=[hue, "layer", "when", "value"])
+        data = data[np.isfinite(data["value"]) & ((data["value"] > 0) if logy else True)]
+        if data.empty:
+            return None
+        whens = list(dict.fromkeys(data["when"]))
+        fig, axes = plt.subplots(1, len(whens), figsize=(4.8 * len(whens) + 1.6, 3.8), squeeze=False, sharey=True)
+        order = list(dict.fromkeys(runs[hue]))
+        for ax, when in zip(axes[0], whens):
+            sns.lineplot(data[data["when"] == when], x="layer", y="value", hue=hue, hue_order=order, errorbar=band,
+                         marker="o", markersize=4, ax=ax, legend=ax is axes[0][-1])
+            ax.set(title=when, xlabel="layer (input → output)", ylabel=ylabel, yscale="log" if logy else "linear")
+            ax.xaxis.get_major_locator().set_params(integer=True)
+        _legend_outside(axes[0][-1], hue)
+        return self._save(fig, name, title, caption or BAND)
+
+    def histograms(self, name: str, title: str, runs: pd.DataFrame, arms: list[str], layer_names: list[str],
+                   when: str = "init", caption: str = "") -> Figure | None:
+        """CS231n-style grid: one row per arm (its first seed), one column per layer, activation histograms."""
+        if not self.enabled or runs.empty or not layer_names:
+            return None
+        shown = [a for a in arms if (runs["arm"] == a).any()]
+        cols = layer_names if len(layer_names) <= 10 else [layer_names[i] for i in np.linspace(0, len(layer_names) - 1, 10).round().astype(int)]
+        if not shown:
+            return None
+        fig, axes = plt.subplots(len(shown), len(cols), figsize=(1.45 * len(cols) + 1.2, 1.35 * len(shown) + 0.9),
+                                 squeeze=False, sharey="row")
+        for i, arm in enumerate(shown):
+            row = runs[runs["arm"] == arm].sort_values("seed").iloc[0]
+            for j, layer in enumerate(cols):
+                ax = axes[i][j]
+                edges, counts = row.get(f"{when}.{layer}.hist_edges"), row.get(f"{when}.{layer}.hist_counts")
+                if isinstance(edges, list) and isinstance(counts, list) and len(edges) == len(counts) + 1:
+                    c = np.asarray(counts, float)
+                    ax.stairs(c / max(c.sum(), 1), edges, fill=True, alpha=0.85, color=sns.color_palette()[i % 10])
+                ax.tick_params(labelsize=6)
+                ax.set_yticks([])
+                if i == 0:
+                    ax.set_title(layer, fontsize=8)
+                if j == 0:
+                    ax.set_ylabel(arm, fontsize=8, rotation=0, ha="right", va="center")
+        return self._save(fig, name, title, caption or "fraction of probe-batch activations per bin; x axis: activation value")
+
+    # ------------------------------------------------------------------ points, bars, scatter
+    def points(self, name: str, title: str, data: pd.DataFrame, x: str, y: str, ylabel: str, hue: str | None = None,
+               col: str | None = None, logy: bool = False, caption: str = "", order: list | None = None) -> Figure | None:
+        """Mean and 95% t interval of y over seeds at each x (one panel per `col` value)."""
+        if not self.enabled or data.empty:
+            return None
+        data = data[np.isfinite(data[y].astype(float))]
+        if data.empty:
+            return None
+        panels = list(dict.fromkeys(data[col])) if col else [None]
+        fig, axes = plt.subplots(1, len(panels), figsize=(max(4.6, 0.55 * data[x].nunique() + 2.6) * len(panels) + 1.4, 3.9),
+                                 squeeze=False, sharey=True)
+        for ax, panel in zip(axes[0], panels):
+            sub = data if panel is None else data[data[col] == panel]
+            sns.pointplot(sub, x=x, y=y, hue=hue, order=order, errorbar=band, dodge=0.3 if hue else False,
+                          capsize=0.1, markersize=5, linestyle="none" if hue is None else "-", ax=ax,
+                          legend=bool(hue) and ax is axes[0][-1])
+            ax.set(ylabel=ylabel, title=str(panel) if panel is not None else "", yscale="log" if logy else "linear")
+            ax.tick_params(axis="x", rotation=30 if data[x].astype(str).str.len().max() > 6 else 0)
+        if hue:
+            _legend_outside(axes[0][-1], hue)
+        return self._save(fig, name, title, caption or "points: mean over seeds; bars: 95% t interval")
+
+    def scatter(self, name: str, title: str, data: pd.DataFrame, x: str, y: str, xlabel: str, ylabel: str,
+                hue: str | None = None, logx: bool = False, logy: bool = False, caption: str = "",
+                lines: bool = False) -> Figure | None:
+        if not self.enabled or data.empty:
+            return None
+        ok = np.isfinite(data[x].astype(float)) & np.isfinite(data[y].astype(float))
+        ok &= (data[x] > 0 if logx else True) & (data[y] > 0 if logy else True)
+        data = data[ok]
+        if data.empty:
+            return None
+        fig, ax = plt.subplots(figsize=(6.6, 4.0))
+        plot = sns.lineplot if lines else sns.scatterplot
+        kwargs = dict(marker="o", errorbar=band) if lines else dict(s=28, alpha=0.8)
+        plot(data, x=x, y=y, hue=hue, ax=ax, **kwargs)
+        ax.set(xlabel=xlabel, ylabel=ylabel, xscale="log" if logx else "linear", yscale="log" if logy else "linear")
+        if hue:
+            _legend_outside(ax, hue)
+        return self._save(fig, name, title, caption)
+
+
+def _legend_outside(ax, title: str) -> None:
+    if ax.get_legend() is not None:
+        sns.move_legend(ax, "upper left", bbox_to_anchor=(1.02, 1), title=title.replace("factor.", ""), frameon=False)
+
+
+def log_ok(values: list[float]) -> bool:
+    return any(v > 0 and math.isfinite(v) for v in values)

@@ -1,0 +1,167 @@
+"""The runs DataFrame: the one table every part of the report reads.
+
+One row per trial run (a child run of a `bench study` execution that finished and
+logged its `record.json`). Columns:
+
+Identity and provenance (from the MLflow run and its `bench.*` tags)
+    run_id          str    MLflow run id
+    experiment_id   str    MLflow experiment id (experiment "bench/<study>")
+    run_name        str    e.g. "final he+relu+d30 seed=1"
+    url             str    MLflow UI link: <ui>/#/experiments/<experiment_id>/runs/<run_id>
+    start_time      int    run start, ms since the epoch (the newest duplicate wins)
+    study           str    study name (tag bench.study), e.g. "init"
+    arm             str    arm name, the factor levels joined by "+", e.g. "he+relu+d30"
+    factor.<name>   str    this arm's level of each factor of the study, e.g. factor.init = "he";
+                           NaN for factors of other studies
+    seed            int    trial seed (final runs 0..n-1; tune runs use the tuning seed)
+    stage           str    "tune" (learning-rate search on the validation split) or
+                           "final" (the runs that give test numbers)
+    profile         str    "smoke" | "quick" | "full"
+    claims          str    comma-separated claim ids the study answers
+    tuned_lr        float  final runs of tuned studies: the learning rate tuning chose (tag bench.tuned_lr)
+    tune_lr         float  tune runs: the learning rate this tuning trial tried (tag bench.tune_lr)
+    git_commit      str    code version that produced the record
+
+From the trial record (bench/train.py; one flat JSON per run)
+    status          str    "ok" or "diverged" (NaN/Inf loss ended the run; kept, never dropped)
+    diverged_epoch  float  epoch of divergence, NaN when status is "ok"
+    train_acc, val_acc, test_acc, train_loss, val_loss, test_loss
+                    float  final-epoch values (fractions 0..1; NaN for diverged runs)
+    best_val_acc    float  best validation accuracy over epochs
+    epochs_run      int    epochs trained (fewer than config.epochs when diverged)
+    seconds, train_seconds  float  wall and training-only seconds
+    images_per_s    float  training throughput
+    n_params        int    trainable parameters
+    n_train_used, n_val_used, n_test_used  int  split sizes
+    device          str    e.g. "cpu (x86_64)" or "cuda (NVIDIA H100 ...)"
+    data_source     str    e.g. "CIFAR-10 (JPEG q75 copy)"; data_digest str: data fingerprint
+    config.<key>    any    the full TrialConfig (config.lr, config.epochs, config.init, ...)
+    history.<m>     list   per-epoch values, index = epoch 0..E (epoch 0 = at initialisation),
+                           for m in epoch, seconds (cumulative training seconds), lr,
+                           train/val/test_acc, train/val/test_loss, probe_loss, eff_lr_median,
+                           eff_lr_p10, eff_lr_p90 and per layer A01.act_mean, A01.act_std,
+                           A01.saturated, A01.dead (activation layers Axx, in forward order),
+                           L01.grad_norm, L01.same_sign (Linear only), L01.eff_lr (weight layers Lxx).
+                           Lists measured after training steps only (L01.update_ratio,
+                           train_loss_running) have E entries and start at epoch 1.
+    init.Axx.hist_edges / init.Axx.hist_counts, final.Axx.hist_edges / final.Axx.hist_counts
+                    list   activation histograms (40 bins) at initialisation and after training
+    Lxx.distinct_units, Lxx.units  float  distinct / total hidden units (rows) per weight layer
+    collapse_err    float  identity nets: max relative error of the composed linear map (else NaN)
+    adagrad.bin_sqrt_sum, adagrad.bin_eff_lr  list  AdaGrad runs: parameters in deciles of
+                           accumulated squared gradient: mean sqrt(sum g^2) and mean effective step
+
+Missing values are NaN (or None inside lists). Nothing here depends on torch or MLflow:
+`load.py` builds the frame from MLflow; tests read it from a committed JSON fixture.
+"""
+from __future__ import annotations
+
+import gzip
+import json
+import math
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+PROFILE_ORDER = ("full", "quick", "smoke")  # the report uses the most thorough profile measured
+
+
+def read_runs(path: str | Path) -> pd.DataFrame:
+    """Read a runs frame written by `write_runs` (JSON records, optionally gzipped)."""
+    path = Path(path)
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt") as f:
+        return pd.DataFrame(json.load(f))
+
+
+def _clean(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, (np.floating, np.integer)):
+        return _clean(value.item())
+    return value
+
+
+def write_runs(df: pd.DataFrame, path: str | Path) -> None:
+    """Write the frame as JSON records (NaN -> null); gzipped when the name ends in .gz."""
+    path = Path(path)
+    rows = [{k: _clean(v) for k, v in row.items() if not _is_missing(v)} for row in df.to_dict("records")]
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "wt") as f:
+        json.dump(rows, f, separators=(",", ":"))
+
+
+def _is_missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def finals(df: pd.DataFrame, study: str) -> pd.DataFrame:
+    """Final runs of `study` at its most thorough measured profile (see `profile_of`)."""
+    runs = df[(df["study"] == study) & (df["stage"] == "final")]
+    profile = profile_of(runs)
+    return runs[runs["profile"] == profile] if profile else runs.iloc[:0]
+
+
+def tunes(df: pd.DataFrame, study: str, profile: str | None) -> pd.DataFrame:
+    """Tune runs of `study` at `profile`."""
+    return df[(df["study"] == study) & (df["stage"] == "tune") & (df["profile"] == profile)]
+
+
+def profile_of(runs: pd.DataFrame) -> str | None:
+    """The most thorough profile present among `runs`: full, else quick, else smoke."""
+    present = set(runs["profile"]) if len(runs) else set()
+    return next((p for p in PROFILE_ORDER if p in present), None)
+
+
+def layers(df: pd.DataFrame, prefix: str, stat: str) -> list[str]:
+    """Layer names (e.g. A01, A02, ...) that have a `history.<layer>.<stat>` column, in order."""
+    pat = re.compile(rf"^history\.({prefix}\d+)\.{re.escape(stat)}$")
+    names = [m.group(1) for c in df.columns if (m := pat.match(c))]
+    return sorted(names, key=lambda n: int(n[1:]))
+
+
+def series(row: pd.Series, metric: str) -> list[float]:
+    """The per-epoch list `history.<metric>` of one run as floats (None -> NaN); [] when absent."""
+    value = row.get(f"history.{metric}")
+    if not isinstance(value, (list, tuple, np.ndarray)):
+        return []
+    return [float("nan") if v is None else float(v) for v in value]
+
+
+def at_epoch(row: pd.Series, metric: str, epoch: int) -> float:
+    """history.<metric> at `epoch` (-1 = last measured); lists that start at epoch 1 are aligned."""
+    values = series(row, metric)
+    if not values:
+        return float("nan")
+    offset = len(series(row, "epoch")) - len(values)  # 1 for lists measured after steps only
+    i = len(values) - 1 if epoch < 0 else epoch - offset
+    return values[i] if 0 <= i < len(values) else float("nan")
+
+
+def long_history(runs: pd.DataFrame, metrics: list[str], by: str = "arm") -> pd.DataFrame:
+    """Tidy per-epoch table: columns run_id, seed, `by`, epoch, metric, value (for seaborn)."""
+    out = []
+    for _, row in runs.iterrows():
+        n = len(series(row, "epoch"))
+        for metric in metrics:
+            values = series(row, metric)
+            offset = n - len(values)
+            out += [(row["run_id"], row["seed"], row[by], i + offset, metric, v) for i, v in enumerate(values)]
+    return pd.DataFrame(out, columns=["run_id", "seed", by, "epoch", "metric", "value"])
+
+
+def num(runs: pd.DataFrame, column: str) -> pd.Series:
+    """A numeric column (NaN where absent or not a number)."""
+    if column not in runs:
+        return pd.Series(np.nan, index=runs.index)
+    return pd.to_numeric(runs[column], errors="coerce")
+
+
+def row_layers(row: pd.Series, prefix: str, stat: str) -> list[str]:
+    """Layer names this run has `history.<layer>.<stat>` for (its own depth), in order."""
+    pat = re.compile(rf"^history\.({prefix}\d+)\.{re.escape(stat)}$")
+    names = [m.group(1) for c, v in row.items() if (m := pat.match(c)) and isinstance(v, (list, tuple)) and len(v)]
+    return sorted(names, key=lambda n: int(n[1:]))

@@ -1,0 +1,104 @@
+"""Load the runs DataFrame (columns: see report/frame.py) from an MLflow tracking store."""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from typing import Any
+
+import pandas as pd
+from mlflow.tracking import MlflowClient
+
+DEFAULT_UI = "http://127.0.0.1:5000"  # where `bench ui` serves the MLflow UI
+REPORT_EXPERIMENT = "bench/report"  # report builds are logged here; not a study
+
+
+def ui_base() -> str:
+    """Base URL of the MLflow UI used in links: $BENCH_MLFLOW_UI, else `bench ui`'s default."""
+    return os.environ.get("BENCH_MLFLOW_UI", DEFAULT_UI).rstrip("/")
+
+
+def run_url(experiment_id: str, run_id: str, ui: str | None = None) -> str:
+    return f"{ui or ui_base()}/#/experiments/{experiment_id}/runs/{run_id}"
+
+
+def _float(text: str | None) -> float:
+    try:
+        return float(text) if text not in (None, "", "None") else float("nan")
+    except ValueError:
+        return float("nan")
+
+
+def flatten(record: dict[str, Any], run_id: str, experiment_id: str, tags: dict[str, str], start_time: int,
+            run_name: str = "", ui: str | None = None) -> dict[str, Any]:
+    """One DataFrame row from a trial record and its run's tags (columns: report/frame.py)."""
+    row = {k: v for k, v in record.items()}
+    row.update({
+        "run_id": run_id, "experiment_id": str(experiment_id), "run_name": run_name,
+        "url": run_url(experiment_id, run_id, ui), "start_time": int(start_time or 0),
+        "study": tags.get("bench.study"), "arm": tags.get("bench.arm"),
+        "seed": int(tags.get("bench.seed", record.get("config.seed", 0))),
+        "stage": tags.get("bench.stage"), "profile": tags.get("bench.profile"),
+        "claims": tags.get("bench.claims", ""),
+        "tuned_lr": _float(tags.get("bench.tuned_lr")), "tune_lr": _float(tags.get("bench.tune_lr")),
+        "git_commit": record.get("git_commit") or tags.get("bench.git_commit"),
+    })
+    row.update({f"factor.{k[len('bench.factor.'):]}": v for k, v in tags.items() if k.startswith("bench.factor.")})
+    return row
+
+
+def _trial_runs(client: MlflowClient, experiment_ids: list[str]):
+    token = None
+    while True:
+        page = client.search_runs(experiment_ids, "attributes.status = 'FINISHED'", max_results=1000, page_token=token)
+        for run in page:
+            if run.data.tags.get("bench.stage") in ("tune", "final"):
+                yield run
+        token = page.token
+        if not token:
+            return
+
+
+def load_runs(tracking_uri: str, study: str | None = None, ui: str | None = None) -> pd.DataFrame:
+    """Every finished trial run of every study (or of `study`) with its record.json, one row each.
+
+    Where one (study, profile, stage, arm, seed) was run more than once (a study rerun
+    into a fresh Optuna storage), final runs keep the newest; tune runs are all kept.
+    """
+    client = MlflowClient(tracking_uri=tracking_uri)
+    exps = [e for e in client.search_experiments(filter_string="name LIKE 'bench/%'")
+            if e.name != REPORT_EXPERIMENT and (study is None or e.name == f"bench/{study}")]
+    rows = []
+    quiet = os.environ.get("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR")
+    os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"  # one bar per record.json otherwise
+    try:
+        rows = _records(client, exps, ui)
+    finally:
+        if quiet is None:
+            os.environ.pop("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR")
+        else:
+            os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = quiet
+    df = pd.DataFrame(rows)
+    if df.empty:
+        return df
+    df = df.sort_values("start_time")
+    key = ["study", "profile", "stage", "arm", "seed"]
+    final = df[df["stage"] == "final"].drop_duplicates(key, keep="last")
+    return pd.concat([final, df[df["stage"] != "final"]]).sort_values(["study", "stage", "arm", "seed"]).reset_index(drop=True)
+
+
+def _records(client: MlflowClient, exps: list, ui: str | None) -> list[dict[str, Any]]:
+    rows = []
+    if exps:
+        with tempfile.TemporaryDirectory() as tmp:
+            for run in _trial_runs(client, [e.experiment_id for e in exps]):
+                try:
+                    path = client.download_artifacts(run.info.run_id, "record.json", tmp)
+                except Exception:  # a finished run without its record (logging interrupted): nothing to show
+                    continue
+                with open(path) as f:
+                    record = json.load(f)
+                os.remove(path)
+                rows.append(flatten(record, run.info.run_id, run.info.experiment_id, run.data.tags,
+                                    run.info.start_time, run.info.run_name or "", ui))
+    return rows

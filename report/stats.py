@@ -1,0 +1,162 @@
+"""Interval arithmetic and tests: t intervals over seeds, Welch's t-test with its interval,
+a bootstrap interval of a difference, Holm's correction, time to a target, slopes."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+import numpy as np
+from scipy import stats as sps
+
+LEVEL = 0.95  # every interval in the report is a 95% interval
+ALPHA = 0.05  # family-wise error rate per claim (Holm)
+
+
+def _clean(values: Iterable[float]) -> np.ndarray:
+    a = np.asarray([float(v) for v in values if v is not None], dtype=float)
+    return a[np.isfinite(a)]
+
+
+@dataclass(frozen=True)
+class Interval:
+    mean: float
+    lo: float  # NaN when n < 2: one seed gives no interval
+    hi: float
+    n: int
+
+
+def t_interval(values: Iterable[float], level: float = LEVEL) -> Interval:
+    """Mean and Student-t interval over seeds (finite values only)."""
+    a = _clean(values)
+    n = len(a)
+    if n == 0:
+        return Interval(math.nan, math.nan, math.nan, 0)
+    mean = float(a.mean())
+    if n < 2:
+        return Interval(mean, math.nan, math.nan, 1)
+    half = float(sps.t.ppf(0.5 + level / 2, n - 1) * a.std(ddof=1) / math.sqrt(n))
+    return Interval(mean, mean - half, mean + half, n)
+
+
+def band(values: Sequence[float]) -> tuple[float, float]:
+    """(lo, hi) of the t interval; seaborn's `errorbar=` callable for interval bands."""
+    iv = t_interval(values)
+    return (iv.mean, iv.mean) if iv.n < 2 else (iv.lo, iv.hi)
+
+
+@dataclass(frozen=True)
+class Diff:
+    diff: float  # mean(a) - mean(b)
+    lo: float
+    hi: float
+    stat: float  # Welch t (inf when neither sample varies and the means differ)
+    p: float  # two-sided
+    df: float
+    n_a: int
+    n_b: int
+
+
+def welch(a: Iterable[float], b: Iterable[float], level: float = LEVEL) -> Diff:
+    """Welch's unequal-variance t-test of mean(a) - mean(b), with its t interval.
+
+    Needs 2+ values per side for an interval and a p-value (NaN otherwise). When neither
+    side varies across seeds the difference is exact: p = 0 if the means differ, else 1.
+    """
+    x, y = _clean(a), _clean(b)
+    n_a, n_b = len(x), len(y)
+    if n_a == 0 or n_b == 0:
+        return Diff(math.nan, math.nan, math.nan, math.nan, math.nan, math.nan, n_a, n_b)
+    diff = float(x.mean() - y.mean())
+    if n_a < 2 or n_b < 2:
+        return Diff(diff, math.nan, math.nan, math.nan, math.nan, math.nan, n_a, n_b)
+    va, vb = x.var(ddof=1) / n_a, y.var(ddof=1) / n_b
+    se = math.sqrt(va + vb)
+    if se == 0:
+        exact = diff != 0
+        return Diff(diff, diff, diff, math.copysign(math.inf, diff) if exact else 0.0, 0.0 if exact else 1.0,
+                    math.inf, n_a, n_b)
+    df = (va + vb) ** 2 / ((va**2 / (n_a - 1) if va else 0) + (vb**2 / (n_b - 1) if vb else 0))
+    t = diff / se
+    p = float(2 * sps.t.sf(abs(t), df))
+    half = float(sps.t.ppf(0.5 + level / 2, df) * se)
+    return Diff(diff, diff - half, diff + half, float(t), p, float(df), n_a, n_b)
+
+
+def one_sample(values: Iterable[float], mu: float, level: float = LEVEL) -> Diff:
+    """t-test of mean(values) - mu (as a Diff with b = the constant mu)."""
+    x = _clean(values)
+    n = len(x)
+    if n == 0:
+        return Diff(math.nan, math.nan, math.nan, math.nan, math.nan, math.nan, 0, 0)
+    diff = float(x.mean() - mu)
+    if n < 2:
+        return Diff(diff, math.nan, math.nan, math.nan, math.nan, math.nan, n, 0)
+    se = float(x.std(ddof=1) / math.sqrt(n))
+    if se == 0:
+        return Diff(diff, diff, diff, math.copysign(math.inf, diff) if diff else 0.0, 0.0 if diff else 1.0, n - 1, n, 0)
+    t = diff / se
+    half = float(sps.t.ppf(0.5 + level / 2, n - 1) * se)
+    return Diff(diff, diff - half, diff + half, t, float(2 * sps.t.sf(abs(t), n - 1)), n - 1, n, 0)
+
+
+def bootstrap_diff(a: Iterable[float], b: Iterable[float], n_boot: int = 4000, seed: int = 0,
+                   level: float = LEVEL) -> tuple[float, float]:
+    """Percentile bootstrap interval of mean(a) - mean(b), resampling seeds within each arm."""
+    x, y = _clean(a), _clean(b)
+    if len(x) < 2 or len(y) < 2:
+        return math.nan, math.nan
+    rng = np.random.default_rng(seed)
+    d = rng.choice(x, (n_boot, len(x))).mean(1) - rng.choice(y, (n_boot, len(y))).mean(1)
+    q = np.quantile(d, [0.5 - level / 2, 0.5 + level / 2])
+    return float(q[0]), float(q[1])
+
+
+def holm(pvalues: Sequence[float]) -> list[float]:
+    """Holm-Bonferroni adjusted p-values (NaN stays NaN and does not count as a test)."""
+    idx = [i for i, p in enumerate(pvalues) if p is not None and math.isfinite(p)]
+    m = len(idx)
+    out = [math.nan] * len(pvalues)
+    running = 0.0
+    for rank, i in enumerate(sorted(idx, key=lambda i: pvalues[i])):
+        running = max(running, min(1.0, (m - rank) * pvalues[i]))
+        out[i] = running
+    return out
+
+
+def crossing(xs: Sequence[float], ys: Sequence[float], target: float) -> float:
+    """First x where the curve ys(xs) reaches `target`, linearly interpolated; NaN if never."""
+    for i, y in enumerate(ys):
+        if y is None or not math.isfinite(y):
+            return math.nan  # diverged before reaching it
+        if y >= target:
+            if i == 0:
+                return float(xs[0])
+            y0 = ys[i - 1]
+            frac = (target - y0) / (y - y0) if y != y0 else 1.0
+            return float(xs[i - 1] + frac * (xs[i] - xs[i - 1]))
+    return math.nan
+
+
+def loglog_slope(x: Sequence[float], y: Sequence[float]) -> float:
+    """Least-squares slope of log10(y) on log10(x) over points where both are positive."""
+    a, b = np.asarray(x, float), np.asarray(y, float)
+    ok = np.isfinite(a) & np.isfinite(b) & (a > 0) & (b > 0)
+    if ok.sum() < 3 or np.ptp(np.log10(a[ok])) == 0:
+        return math.nan
+    return float(np.polyfit(np.log10(a[ok]), np.log10(b[ok]), 1)[0])
+
+
+def spearman(x: Sequence[float], y: Sequence[float]) -> float:
+    a, b = np.asarray(x, float), np.asarray(y, float)
+    ok = np.isfinite(a) & np.isfinite(b)
+    if ok.sum() < 3:
+        return math.nan
+    return float(sps.spearmanr(a[ok], b[ok]).statistic)
+
+
+def fisher_less(bad_a: int, n_a: int, bad_b: int, n_b: int) -> float:
+    """One-sided Fisher exact p that arm a has a lower failure rate than arm b."""
+    if n_a == 0 or n_b == 0:
+        return math.nan
+    return float(sps.fisher_exact([[bad_a, n_a - bad_a], [bad_b, n_b - bad_b]], alternative="less").pvalue)

@@ -1,0 +1,87 @@
+"""Verdict rules: a claim is split into parts, each decided by a test (Holm-corrected
+across the claim's parts) or by an exact check; the parts' outcomes give the verdict."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+
+from .stats import ALPHA, Diff, holm
+
+SUPPORTED, PARTLY, CONTRADICTED, INCONCLUSIVE = "supported", "partly supported", "contradicted", "inconclusive"
+NOT_MEASURED = "not yet measured"
+MIN_SEEDS = 2  # fewer seeds per arm than this: no interval, no test, inconclusive
+
+RULE = (f"A part holds when its test is significant in the claimed direction after Holm's correction over "
+        f"the claim's parts (p < {ALPHA}), or its exact check passes in every run. Supported: every part holds. "
+        f"Partly supported: some parts hold. Contradicted: no part holds and one is significant the other way. "
+        f"Inconclusive: all parts within noise, or fewer than {MIN_SEEDS} seeds per arm.")
+
+HOLDS, FAILS, NOISE, FEW = "holds", "fails", "within noise", "too few seeds"
+
+
+@dataclass
+class Part:
+    """One testable part of a claim: `a - b` of `metric`, where the claim expects the sign `expected`."""
+
+    assertion: str  # what this part says, in words: "He trains deep ReLU nets to higher test accuracy"
+    label: str  # the comparison: "he − xavier, test accuracy (relu, d30)"
+    test: str  # "Welch t-test", "one-sample t-test", "Fisher exact test", "exact check"
+    diff: Diff | None = None  # for tests; None for exact checks
+    expected: int = 1  # +1: a - b > 0 supports the claim; -1: a - b < 0 does
+    check: bool | None = None  # for exact checks: passed in every run
+    evidence: str = ""  # what was measured, in words (always shown)
+    unit: str = ""  # unit of diff, e.g. "pts" (accuracy points x100 shown), "x", "epochs"
+    scale: float = 1.0  # diff is shown multiplied by this (100 for accuracy -> points)
+    n_min: int = 0  # fewest seeds in any arm compared
+    p_holm: float = math.nan
+    runs: list = field(default_factory=list)  # Links to the runs behind it
+
+    @property
+    def outcome(self) -> str:
+        if self.n_min < MIN_SEEDS:
+            return FEW
+        if self.check is not None:
+            return HOLDS if self.check else FAILS
+        if self.diff is None or not math.isfinite(self.p_holm) or self.p_holm >= ALPHA:
+            return NOISE
+        return HOLDS if math.copysign(1, self.diff.diff) == self.expected else FAILS
+
+
+@dataclass
+class Verdict:
+    label: str  # SUPPORTED, PARTLY, CONTRADICTED, INCONCLUSIVE or NOT_MEASURED
+    reason: str  # which rule fired, in words
+    rule: str = RULE
+    effect: Part | None = None  # the headline comparison shown in the summary
+    n_seeds: int = 0  # fewest seeds per arm among the runs the verdict rests on
+
+
+def correct(parts: list[Part]) -> list[Part]:
+    """Parts with Holm-adjusted p-values over the tests among them."""
+    ps = [p.diff.p if p.diff is not None and p.check is None else math.nan for p in parts]
+    return [replace(part, p_holm=adj) for part, adj in zip(parts, holm(ps))]
+
+
+def decide(parts: list[Part], n_seeds: int | None = None) -> tuple[Verdict, list[Part]]:
+    """Apply Holm's correction, then the verdict rule (RULE) to the parts."""
+    parts = correct(parts)
+    n = min([p.n_min for p in parts] + ([n_seeds] if n_seeds is not None else [])) if parts else (n_seeds or 0)
+    head = parts[0] if parts else None
+    outcomes = [p.outcome for p in parts]
+    if not parts:
+        return Verdict(INCONCLUSIVE, "nothing to compare among the runs found", effect=None, n_seeds=n), parts
+    if n < MIN_SEEDS or FEW in outcomes:
+        return Verdict(INCONCLUSIVE, f"fewer than {MIN_SEEDS} seeds per arm ({n}): no interval, no test",
+                       effect=head, n_seeds=n), parts
+    held = [p for p in parts if p.outcome == HOLDS]
+    failed = [p for p in parts if p.outcome == FAILS]
+    if len(held) == len(parts):
+        label, why = SUPPORTED, f"all {len(parts)} part(s) hold"
+    elif held:
+        label, why = PARTLY, f"{len(held)} of {len(parts)} parts hold; not: " + "; ".join(
+            f"{p.assertion} ({p.outcome})" for p in parts if p.outcome != HOLDS)
+    elif failed:
+        label, why = CONTRADICTED, "no part holds; significant the other way: " + "; ".join(p.assertion for p in failed)
+    else:
+        label, why = INCONCLUSIVE, "every part is within noise (no Holm-corrected p < 0.05)"
+    return Verdict(label, why, effect=head, n_seeds=n), parts

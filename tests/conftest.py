@@ -1,0 +1,33 @@
+"""Shared fixtures: the real CIFAR-10 copy when present, temporary MLflow/Optuna stores."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_JPEG = ROOT.parent / "shared" / "data" / "cifar10-jpeg"
+
+
+def real_data_dir() -> str | None:
+    """$BENCH_DATA_DIR, else ../shared/data/cifar10-jpeg beside the repository, else None."""
+    env = os.environ.get("BENCH_DATA_DIR")
+    if env and Path(env).exists():
+        return env
+    return str(SHARED_JPEG) if SHARED_JPEG.exists() else None
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> str:
+    path = real_data_dir()
+    if path is None:
+        pytest.skip("no CIFAR-10 here: set BENCH_DATA_DIR (CI uses ../shared/data/cifar10-jpeg)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def cifar(data_dir):
+    from bench.data import load_cifar10
+
+    return load_cifar10(data_dir)

@@ -1,0 +1,142 @@
+"""Every study smoke-runs end to end against real Optuna (journal file) and MLflow (SQLite)
+stores; the runs are read back. Resume after SIGKILL and SIGINT: each (arm, seed) ends
+finished exactly once and nothing is left RUNNING."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import optuna
+import pytest
+from mlflow.tracking import MlflowClient
+
+from bench.studies import get_study, list_studies
+from bench.tracking import experiment_name
+
+SMOKE_SECONDS = 240  # generous bound per smoke study on 2 shared CPU cores (about a minute is typical)
+
+
+def run_study(cwd: Path, name: str, *extra: str, env: dict | None = None, timeout: int = SMOKE_SECONDS) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "bench", "study", name, "--profile", "smoke", "--no-progress", *extra],
+                          cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def runs_of(cwd: Path, study: str):
+    client = MlflowClient(f"sqlite:///{cwd / 'mlflow.db'}")
+    exp = client.get_experiment_by_name(experiment_name(study))
+    return client, client.search_runs([exp.experiment_id], max_results=5000)
+
+
+@pytest.mark.parametrize("name", [s.name for s in list_studies()])
+def test_study_smoke_end_to_end(tmp_path, data_dir, name):
+    study = get_study(name)
+    proc = run_study(tmp_path, name, "--data-dir", data_dir)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.splitlines()[0] == "profile: smoke (chosen with --profile)"
+    client, runs = runs_of(tmp_path, name)
+    children = [r for r in runs if r.data.tags.get("bench.stage")]
+    parents = [r for r in runs if r.data.tags.get("bench.kind") == "study"]
+    arms = {a.name for a in study.arms("smoke")}
+    finals = [r for r in children if r.data.tags["bench.stage"] == "final"]
+    tunes = [r for r in children if r.data.tags["bench.stage"] == "tune"]
+    assert Counter((r.data.tags["bench.arm"], r.data.tags["bench.seed"]) for r in finals) == Counter({(a, "0"): 1 for a in arms})
+    assert len(tunes) == len(arms) * study.tuning_trials("smoke")
+    assert len(parents) == 1 and all(r.data.tags["mlflow.parentRunId"] == parents[0].info.run_id for r in children)
+    for r in children:
+        tags = r.data.tags
+        assert r.info.status == "FINISHED"
+        assert tags["bench.study"] == name and tags["bench.profile"] == "smoke"
+        assert tags["bench.claims"] == ",".join(study.claims) and tags["bench.status"] in ("ok", "diverged")
+        assert "JPEG" in tags["bench.data_source"]
+        assert r.data.params["model"] and r.data.params["seed"] == tags["bench.seed"]
+    if study.tuning is not None:  # final runs use their arm's best tuned value, logged on the parent
+        parent_params = parents[0].data.params
+        for r in finals:
+            tuned = r.data.tags["bench.tuned_lr"]
+            assert parent_params[f"tuned_lr.{r.data.tags['bench.arm']}"] == tuned == r.data.params["lr"]
+    ok = next(r for r in finals if r.data.tags["bench.status"] == "ok")
+    history = client.get_metric_history(ok.info.run_id, "val_acc")
+    assert [m.step for m in history] == [0, 1]  # epoch 0 (init) and the one smoke epoch
+    assert 0.0 <= history[-1].value <= 1.0
+    assert client.get_metric_history(ok.info.run_id, "A01.act_std")
+    artifacts = [a.path for a in client.list_artifacts(ok.info.run_id)]
+    assert "record.json" in artifacts
+    again = run_study(tmp_path, name, "--data-dir", data_dir, timeout=120)  # finished: nothing reruns
+    assert again.returncode == 0 and "is complete" in again.stdout
+    assert len(runs_of(tmp_path, name)[1]) == len(runs)
+
+
+SLOW_STUDY = """
+name = "slow"
+claims = ["dropout"]
+[base]
+model = "mlp"
+depth = 2
+width = 256
+n_train = 2000
+n_val = 200
+n_test = 200
+epochs = 2
+[factors.dropout]
+"p0.0" = { dropout = 0.0 }
+"p0.5" = { dropout = 0.5 }
+[profiles.smoke]
+seeds = 3
+[profiles.quick]
+seeds = 2
+[profiles.full]
+seeds = 3
+"""
+
+
+def finished_trials(cwd: Path) -> list:
+    if not (cwd / "optuna/studies.journal").exists():
+        return []
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(cwd / "optuna/studies.journal")))
+    try:
+        study = optuna.load_study(study_name="slow/smoke/final", storage=storage)
+    except KeyError:
+        return []
+    return study.get_trials(deepcopy=False)
+
+
+@pytest.mark.parametrize("sig, expected_rc", [(signal.SIGKILL, -9), (signal.SIGINT, 130)])
+def test_interrupted_study_resumes_each_trial_exactly_once(tmp_path, data_dir, sig, expected_rc):
+    studies = tmp_path / "studies"
+    studies.mkdir()
+    (studies / "slow.toml").write_text(SLOW_STUDY)
+    env = {**os.environ, "BENCH_STUDIES_DIR": str(studies), "BENCH_DATA_DIR": data_dir}
+    proc = subprocess.Popen([sys.executable, "-m", "bench", "study", "slow", "--profile", "smoke", "--no-progress"],
+                            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 180
+    while time.time() < deadline and sum(t.state.name == "COMPLETE" for t in finished_trials(tmp_path)) < 2:
+        time.sleep(0.2)
+    while time.time() < deadline and not [t for t in finished_trials(tmp_path) if t.state.name == "RUNNING" and "mlflow_run_id" in t.user_attrs]:
+        time.sleep(0.1)
+    time.sleep(0.5)  # into the next trial's training
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == expected_rc, err
+    states = Counter(t.state.name for t in finished_trials(tmp_path))
+    assert 2 <= states["COMPLETE"] < 6
+    if sig == signal.SIGINT:  # marked on the way out
+        assert states["FAIL"] == 1 and states["RUNNING"] == 0
+        _, runs = runs_of(tmp_path, "slow")
+        killed = [r for r in runs if r.info.status == "KILLED" and r.data.tags.get("bench.stage")]
+        assert len(killed) == 1 and killed[0].data.tags["bench.status"] == "interrupted"
+    again = run_study(tmp_path, "slow", env=env)
+    assert again.returncode == 0, again.stdout + again.stderr
+    trials = finished_trials(tmp_path)
+    complete = Counter((t.params["arm"], t.params["seed"]) for t in trials if t.state.name == "COMPLETE")
+    assert complete == Counter({(arm, seed): 1 for arm in ("p0.0", "p0.5") for seed in range(3)})
+    assert not [t for t in trials if t.state.name == "RUNNING"]
+    _, runs = runs_of(tmp_path, "slow")
+    assert not [r for r in runs if r.info.status == "RUNNING"]
+    finished = Counter((r.data.tags["bench.arm"], r.data.tags["bench.seed"]) for r in runs
+                       if r.info.status == "FINISHED" and r.data.tags.get("bench.stage") == "final")
+    assert finished == Counter({(arm, str(seed)): 1 for arm in ("p0.0", "p0.5") for seed in range(3)})

@@ -105,6 +105,8 @@ def validate(cfg: TrialConfig) -> TrialConfig:
         (cfg.normalization not in ("pca", "pca_whiten") or cfg.model in ("mlp", "linear"), "normalization=pca|pca_whiten gives flat features: use model=mlp or linear"),
         (cfg.input_noise >= 0 and cfg.test_noise >= 0, "input_noise and test_noise must be >= 0"),
         (cfg.n_train >= 0 and cfg.n_val >= 10 and cfg.n_test >= 0, "n_train, n_test must be >= 0 and n_val >= 10"),
+        (cfg.n_train % 10 == 0 and cfg.n_val % 10 == 0 and cfg.n_test % 10 == 0,
+         "n_train, n_val and n_test must be multiples of 10 (the splits are class-balanced)"),
     ]
     for ok, message in checks:
         if not ok:

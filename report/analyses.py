@@ -88,7 +88,7 @@ def generic(claim_id: str, df: pd.DataFrame, figs: FigureMaker) -> Section:
 
 def build_sections(df: pd.DataFrame, figs: FigureMaker, study: str | None = None) -> list[Section]:
     """One section per claim id in CLAIMS order (only `study`'s claims when given)."""
-    from . import claims_activation, claims_init, claims_optimizer, claims_training  # noqa: F401  (they register)
+    from . import claims_activation, claims_init, claims_optimizer, claims_speed, claims_training  # noqa: F401  (register)
 
     out = []
     for claim_id in CLAIMS:

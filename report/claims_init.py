@@ -7,10 +7,10 @@ import numpy as np
 import pandas as pd
 
 from .analyses import analysis, start
-from .common import arm_table, check, column, compare, final_acc, hist_at, values
+from .common import arm_table, check, compare, final_acc, hist_at, mean_of, values
 from .figures import FigureMaker
 from .frame import at_epoch, num, row_layers
-from .section import Section, Table, fmt
+from .section import Section, fmt
 from .stats import one_sample
 from .verdict import Part, decide
 
@@ -95,7 +95,7 @@ def zero_init(df: pd.DataFrame, figs: FigureMaker) -> Section:
     parts = [check("every hidden unit of a zero/constant-initialised layer stays identical to the others",
                    "zero/constant runs: distinct units per hidden layer", sym, len(sym) > 0 and n_one == len(sym),
                    f"1 distinct unit in every hidden layer in {n_one}/{len(sym)} zero/constant runs; random inits keep "
-                   f"{fmt(np.nanmean(values(rnd, distinct_fraction)) * 100)}% of units distinct")]
+                   f"{fmt(mean_of(values(rnd, distinct_fraction)) * 100)}% of units distinct")]
     for act in sorted(set(sub["factor.activation"])):
         parts.append(compare(f"zero/constant init learns less than random init ({act})",
                              f"zero/constant − xavier/he, test accuracy ({act}, {depth})",
@@ -105,7 +105,7 @@ def zero_init(df: pd.DataFrame, figs: FigureMaker) -> Section:
                        "zero/constant runs: highest test accuracy", sym, bool(worst <= 0.15),
                        f"best zero/constant run reaches {fmt(worst * 100)}% test accuracy (chance 10%)"))
     sec.verdict, sec.parts = decide(parts)
-    by_init = sub.groupby("factor.init", sort=False).apply(lambda g: np.nanmean(values(g, final_acc("test"))), include_groups=False)
+    by_init = sub.groupby("factor.init", sort=False).apply(lambda g: mean_of(values(g, final_acc("test"))), include_groups=False)
     sec.notes = [
         "Right: with all weights equal, every unit of a layer computes the same function and receives the same "
         f"gradient, so the units stay copies of each other: measured {n_one}/{len(sym)} zero/constant runs end with "
@@ -142,7 +142,7 @@ def small_init_vanish(df: pd.DataFrame, figs: FigureMaker) -> Section:
         parts.append(Part(f"N(0, 0.01²) shrinks {act} activations over the depth by more than 10x",
                           f"log10(std last / std first) at init − (−1), normal-0.01+{act}", "one-sample t-test",
                           diff=d, expected=-1, unit="decades", n_min=int(small["seed"].nunique()),
-                          evidence=f"log10 ratio {fmt(np.nanmean(values(small, std_ratio(0))))}",
+                          evidence=f"log10 ratio {fmt(mean_of(values(small, std_ratio(0))))}",
                           runs=[l for l in sec.runs if l.text in set(small["run_id"].str[:8])]))
         mono = [monotone_shrink(r) for _, r in small.iterrows()]
         parts.append(check(f"…and layer by layer ({act}): the std falls at every layer", f"normal-0.01+{act}: monotone",
@@ -152,10 +152,10 @@ def small_init_vanish(df: pd.DataFrame, figs: FigureMaker) -> Section:
     sec.notes = [
         "Right: each layer multiplies the activations' std by about std_w·√fan_in = 0.01·√256 = 0.16 for tanh "
         f"(0.16/√2 = 0.11 for ReLU), so a 10-layer net ends with vanishing activations; measured last/first std at "
-        f"init: 10^{fmt(np.nanmean(values(small, std_ratio(0))))} (mean over normal-0.01 runs). The histograms "
+        f"init: 10^{fmt(mean_of(values(small, std_ratio(0))))} (mean over normal-0.01 runs). The histograms "
         "collapse into a spike at 0 and the gradients of the weights, proportional to these inputs, vanish too.",
         "The notes' other half is worth stating: N(0, 1) is the opposite failure: tanh units saturate at ±1 (first "
-        f"layer saturated fraction {fmt(np.nanmean(values(_sel(sub, init='normal-1.0', act='tanh'), hist_at('A01.saturated', 0))) * 100)}% at init) "
+        f"layer saturated fraction {fmt(mean_of(values(_sel(sub, init='normal-1.0', act='tanh'), hist_at('A01.saturated', 0))) * 100)}% at init) "
         "and ReLU activations explode layer by layer.",
     ]
     for act in sorted(set(sub["factor.activation"])):
@@ -189,7 +189,7 @@ def xavier_vs_he(df: pd.DataFrame, figs: FigureMaker) -> Section:
     ]
     sec.verdict, sec.parts = decide(parts)
     n_layers = int(num(relu_x, "config.depth").max()) if len(relu_x) else 0
-    xs = [fmt(np.nanmean(values(g, m))) for g in (relu_x, relu_h) for m in (hist_at("A01.act_std", 0), last_std(0))]
+    xs = [fmt(mean_of(values(g, m))) for g in (relu_x, relu_h) for m in (hist_at("A01.act_std", 0), last_std(0))]
     sec.notes = [
         "Wrong in the notes: they say He has the larger denominator. In fact He's variance 2/fan_in has the larger "
         "numerator — twice Xavier's 1/fan_in (std larger by √2) — because ReLU zeroes half its inputs and so halves "
@@ -209,10 +209,3 @@ def xavier_vs_he(df: pd.DataFrame, figs: FigureMaker) -> Section:
     sec.figures.append(figs.curves("init-xh-curves", f"Learning curves, Xavier vs He, {depth}", sub,
                                    [("train_acc", "train accuracy"), ("test_acc", "test accuracy")]))
     return sec
-
-
-def unused(_: Table) -> None:  # keeps the Table import honest for type checkers
-    return None
-
-
-__all__ = ["zero_init", "small_init_vanish", "xavier_vs_he", "column"]

@@ -8,9 +8,9 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from .frame import at_epoch, num, series
+from .frame import at_epoch, num, row_layers, series
 from .section import Link, Table, fmt, fmt_iv, short
-from .stats import crossing, t_interval, welch
+from .stats import crossing, one_sample, t_interval, welch
 from .verdict import Part
 
 CHANCE = 0.10  # accuracy a diverged run is counted at (10 classes): counted, never dropped
@@ -98,7 +98,7 @@ def compare(assertion: str, label: str, a: pd.DataFrame, b: pd.DataFrame, metric
     d = welch(va, vb)
     n_min = min(a["seed"].nunique() if len(a) else 0, b["seed"].nunique() if len(b) else 0)
     return Part(assertion, label, "Welch t-test", diff=d, expected=expected, unit=unit, scale=scale, n_min=n_min,
-                evidence=f"{fmt(np.nanmean(va) * scale) if va else '–'} vs {fmt(np.nanmean(vb) * scale) if vb else '–'}",
+                evidence=f"{fmt(mean_of(va) * scale)} vs {fmt(mean_of(vb) * scale)}",
                 runs=run_links(pd.concat([a, b])))
 
 
@@ -172,3 +172,41 @@ def device_of(runs: pd.DataFrame) -> str:
 def mean_of(xs: list[float]) -> float:
     a = np.asarray(xs, float)
     return float(np.nanmean(a)) if np.isfinite(a).any() else math.nan
+
+
+def learning_area(split: str = "val") -> Metric:
+    """Mean `split` accuracy over epochs 1..E (area under the learning curve: how fast progress is made);
+    epochs after a divergence count as chance."""
+    def metric(row: pd.Series) -> float:
+        accs = series(row, f"{split}_acc")[1:]
+        planned = _f(row.get("config.epochs"))
+        planned = int(planned) if math.isfinite(planned) else len(accs)
+        accs = [a if math.isfinite(a) else CHANCE for a in accs] + [CHANCE] * max(planned - len(accs), 0)
+        return float(np.mean(accs)) if accs else math.nan
+    return metric
+
+
+def paired(assertion: str, label: str, a: pd.DataFrame, b: pd.DataFrame, keys: list[str], metric: Metric,
+           expected: int = 1, unit: str = "", scale: float = 1.0) -> Part:
+    """Paired t-test: metric(a) - metric(b) over runs matched on `keys` (e.g. lr, init, seed)."""
+    va = {tuple(r[k] for k in keys): metric(r) for _, r in a.iterrows()}
+    vb = {tuple(r[k] for k in keys): metric(r) for _, r in b.iterrows()}
+    diffs = [va[k] - vb[k] for k in va if k in vb]
+    d = one_sample(diffs, 0.0)
+    n_min = min(a["seed"].nunique() if len(a) else 0, b["seed"].nunique() if len(b) else 0)
+    return Part(assertion, label, f"paired t-test over {len(diffs)} matched runs", diff=d, expected=expected, unit=unit,
+                scale=scale, n_min=n_min, evidence=f"mean paired difference {fmt(mean_of(diffs) * scale)}",
+                runs=run_links(pd.concat([a, b])))
+
+
+def with_layer_mean(runs: pd.DataFrame, prefix: str, stat: str, name: str, first: int = 1, last_off: int = 0) -> pd.DataFrame:
+    """A copy of runs with `history.<name>`: per epoch, `stat` averaged over layers <prefix>first.. (skipping
+    the last `last_off` layers) — e.g. the mean saturated fraction of all hidden layers per epoch."""
+    out = []
+    for _, r in runs.iterrows():
+        names = row_layers(r, prefix, stat)
+        names = names[first - 1: len(names) - last_off]
+        lists = [series(r, f"{n}.{stat}") for n in names]
+        rows = [np.asarray(v, float) for v in zip(*lists)]
+        out.append([float(np.nanmean(v)) if np.isfinite(v).any() else math.nan for v in rows])
+    return runs.assign(**{f"history.{name}": out})

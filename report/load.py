@@ -84,7 +84,7 @@ def load_runs(tracking_uri: str, study: str | None = None, ui: str | None = None
     df = df.sort_values("start_time")
     key = ["study", "profile", "stage", "arm", "seed"]
     final = df[df["stage"] == "final"].drop_duplicates(key, keep="last")
-    return pd.concat([final, df[df["stage"] != "final"]]).sort_values(["study", "stage", "arm", "seed"]).reset_index(drop=True)
+    return pd.concat([final, df[df["stage"] != "final"]]).sort_values(["study", "stage", "start_time"]).reset_index(drop=True)
 
 
 def _records(client: MlflowClient, exps: list, ui: str | None) -> list[dict[str, Any]]:

@@ -147,12 +147,18 @@ def loglog_slope(x: Sequence[float], y: Sequence[float]) -> float:
     return float(np.polyfit(np.log10(a[ok]), np.log10(b[ok]), 1)[0])
 
 
-def spearman(x: Sequence[float], y: Sequence[float]) -> float:
+def spearman_test(x: Sequence[float], y: Sequence[float]) -> tuple[float, float]:
+    """(Spearman rank correlation, two-sided p) over pairs where both are finite; NaN if < 3 or constant."""
     a, b = np.asarray(x, float), np.asarray(y, float)
     ok = np.isfinite(a) & np.isfinite(b)
-    if ok.sum() < 3:
-        return math.nan
-    return float(sps.spearmanr(a[ok], b[ok]).statistic)
+    if ok.sum() < 3 or np.ptp(a[ok]) == 0 or np.ptp(b[ok]) == 0:
+        return math.nan, math.nan
+    r = sps.spearmanr(a[ok], b[ok])
+    return float(r.statistic), float(r.pvalue)
+
+
+def spearman(x: Sequence[float], y: Sequence[float]) -> float:
+    return spearman_test(x, y)[0]
 
 
 def fisher_less(bad_a: int, n_a: int, bad_b: int, n_b: int) -> float:

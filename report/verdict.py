@@ -1,5 +1,5 @@
 """Verdict rules: a claim is split into parts, each decided by a test (Holm-corrected
-across the claim's parts) or by an exact check; the parts' outcomes give the verdict."""
+across the claim's parts), an equivalence interval or an exact check; the parts' outcomes give the verdict."""
 from __future__ import annotations
 
 import math
@@ -12,7 +12,8 @@ NOT_MEASURED = "not yet measured"
 MIN_SEEDS = 2  # fewer seeds per arm than this: no interval, no test, inconclusive
 
 RULE = (f"A part holds when its test is significant in the claimed direction after Holm's correction over "
-        f"the claim's parts (p < {ALPHA}), or its exact check passes in every run. Supported: every part holds. "
+        f"the claim's parts (p < {ALPHA}), or (equivalence parts) the difference's 95% interval lies within the stated "
+        f"margin, or its exact check passes in every run. Supported: every part holds. "
         f"Partly supported: some parts hold. Contradicted: no part holds and one is significant the other way. "
         f"Inconclusive: all parts within noise, or fewer than {MIN_SEEDS} seeds per arm.")
 
@@ -32,6 +33,7 @@ class Part:
     evidence: str = ""  # what was measured, in words (always shown)
     unit: str = ""  # unit of diff, e.g. "pts" (accuracy points x100 shown), "x", "epochs"
     scale: float = 1.0  # diff is shown multiplied by this (100 for accuracy -> points)
+    margin: float | None = None  # equivalence part: holds when the whole interval of diff lies within ±margin
     n_min: int = 0  # fewest seeds in any arm compared
     p_holm: float = math.nan
     runs: list = field(default_factory=list)  # Links to the runs behind it
@@ -42,6 +44,11 @@ class Part:
             return FEW
         if self.check is not None:
             return HOLDS if self.check else FAILS
+        if self.margin is not None and self.diff is not None:
+            d = self.diff
+            if -self.margin < d.lo and d.hi < self.margin:
+                return HOLDS
+            return FAILS if self.p_holm < ALPHA and abs(d.diff) > self.margin else NOISE
         if self.diff is None or not math.isfinite(self.p_holm) or self.p_holm >= ALPHA:
             return NOISE
         return HOLDS if math.copysign(1, self.diff.diff) == self.expected else FAILS

@@ -119,6 +119,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir")
     p.add_argument("--storage", help="Optuna storage URL (default: journal file under the project)")
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)")
+    p.add_argument("--workers", type=int, default=1, help="processes sharing the study on this machine (default 1)")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads per worker (default: cores / workers)")
+    p.add_argument("--parent-run", help=argparse.SUPPRESS)  # set by --workers for the extra processes
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_study)
     p = sub.add_parser("report", help="write the report (HTML + Markdown) from the MLflow runs")
@@ -140,10 +143,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.environ["BENCH_DEBUG"] = "1"
     from .data import DataError
     from .studies import StudyError
+    from .tracking import TrackingError
 
     try:
         return args.func(args)
-    except (ConfigError, DataError, StudyError, UserError) as exc:
+    except (ConfigError, DataError, StudyError, TrackingError, UserError) as exc:
         if args.debug:
             raise
         print(f"error: {exc}", file=sys.stderr)

@@ -98,8 +98,12 @@ def effective_lr(model: nn.Module, optimizer: torch.optim.Optimizer, lr: float) 
     """Per-parameter step size lr/(sqrt(v)+eps) of adaptive optimizers, per weight layer
     (median) and overall (median and 10th/90th percentiles); plain lr for SGD-family."""
     key = {torch.optim.Adagrad: "sum", torch.optim.RMSprop: "square_avg", torch.optim.Adam: "exp_avg_sq"}.get(type(optimizer))
+    layers = weight_layers(model)
+    if key is not None and not any(float(optimizer.state.get(m.weight, {}).get("step", 0)) for _, m in layers):
+        # Before the first step an adaptive optimizer has no statistics: nothing to report.
+        return {**{f"{name}.eff_lr": None for name, _ in layers}, "eff_lr_median": None, "eff_lr_p10": None, "eff_lr_p90": None}
     out, everything = {}, []
-    for name, m in weight_layers(model):
+    for name, m in layers:
         state = optimizer.state.get(m.weight, {})
         if key is None or key not in state:
             eff = torch.full((1,), lr)

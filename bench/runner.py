@@ -6,11 +6,13 @@ import os
 import socket
 import sys
 import time
-from dataclasses import dataclass
+import subprocess
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import optuna
+import torch
 from optuna.distributions import CategoricalDistribution
 from optuna.trial import TrialState
 from tqdm import tqdm
@@ -56,7 +58,7 @@ def is_stale(host: str | None, pid: str | None) -> bool:
         return True
     except PermissionError:
         return False
-    return int(pid) == os.getpid()  # our own pid from an earlier life of this process id
+    return False
 
 
 def fail_stale(study: optuna.Study) -> int:
@@ -68,19 +70,19 @@ def fail_stale(study: optuna.Study) -> int:
     return n
 
 
-@dataclass
-class Job:
-    stage: str  # "tune" or "final"
-    arm: Arm
-    optuna_study: optuna.Study
-    remaining: int  # trials still to run in this optuna study
+def _key(trial: optuna.trial.FrozenTrial) -> tuple:
+    """(arm, seed) of a final-stage trial; an enqueued (WAITING) one has them only as fixed params."""
+    params = trial.params or trial.system_attrs.get("fixed_params", {})
+    return params.get("arm"), params.get("seed")
 
 
 class StudyRun:
     """One execution of `bench study`: plans the remaining trials and runs them."""
 
-    def __init__(self, study: Study, profile: str, storage_url: str | None, uri: str, data_dir: str | None, progress: bool):
+    def __init__(self, study: Study, profile: str, storage_url: str | None, uri: str, data_dir: str | None,
+                 progress: bool = True, workers: int = 1, parent: str | None = None, threads: int = 0):
         self.study, self.profile, self.progress = study, profile, progress
+        self.storage_url, self.workers, self.parent, self.threads = storage_url, workers, parent, threads
         self.storage = open_storage(storage_url)
         self.tracker = Tracker(uri, study.name)  # creates the experiment before any trial starts
         self.tracker.end_stale_runs(is_stale)  # runs left RUNNING by a killed worker on this host
@@ -88,6 +90,9 @@ class StudyRun:
         self.arms = study.arms(profile)
         self.seeds = study.seeds(profile)
         self.failures: list[str] = []
+        self.failed_keys: set[tuple] = set()  # final (arm, seed) that failed in this execution: rerun next time
+        self.failed_arms: set[str] = set()  # arms whose tuning crashed in this execution
+        self.device_is_cuda = torch.cuda.is_available()
 
     # ------------------------------------------------------------------ planning
     def _optuna(self, suffix: str, sampler: optuna.samplers.BaseSampler | None = None) -> optuna.Study:
@@ -108,141 +113,207 @@ class StudyRun:
             return None
         return max(done, key=lambda t: t.value).params[self.study.tuning.param]
 
-    def plan(self) -> tuple[list[Job], int, int]:
-        """(jobs still to run, trials done, trials in total)."""
-        jobs, done, total = [], 0, 0
+    def plan(self) -> tuple[int, int]:
+        """(trials finished, trials in total) as the stores say now."""
+        done, total = 0, 0
         budget = self.study.tuning_trials(self.profile)
         if budget:
             for arm in self.arms:
-                s = self._tune_study(arm)
-                n_done = len(s.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+                n_done = len(self._tune_study(arm).get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
                 done, total = done + min(n_done, budget), total + budget
-                if n_done < budget:
-                    jobs.append(Job("tune", arm, s, budget - n_done))
-        final = self._optuna("final")
-        finished = {(t.params.get("arm"), t.params.get("seed")) for t in final.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))}
-        for arm in self.arms:
-            missing = [s for s in self.seeds if (arm.name, s) not in finished]
-            done, total = done + len(self.seeds) - len(missing), total + len(self.seeds)
-            if missing:
-                jobs.append(Job("final", arm, final, len(missing)))
-        return jobs, done, total
+        finished = {_key(t) for t in self._optuna("final").get_trials(deepcopy=False, states=(TrialState.COMPLETE,))}
+        wanted = {(a.name, s) for a in self.arms for s in self.seeds}
+        return done + len(wanted & finished), total + len(wanted)
 
     # ------------------------------------------------------------------ running
     def run(self) -> int:
-        jobs, done, total = self.plan()
+        done, total = self.plan()
         label = f"study {self.study.name} ({self.profile})"
-        if not jobs:
+        if done == total:
             print(f"{label} is complete: {done}/{total} trials finished; nothing to run. `bench report` reads them.")
             return 0
         print(f"{label}: {total - done} of {total} trials to run ({done} already finished); "
-              f"arms: {', '.join(a.name for a in self.arms)}; seeds: {len(self.seeds)}")
+              f"arms: {', '.join(a.name for a in self.arms)}; seeds: {len(self.seeds)}", flush=True)
         self.data = load_cifar10(self.data_dir)
-        parent = self.tracker.start_run(
-            f"{self.study.name} {self.profile} {time.strftime('%Y-%m-%d %H:%M:%S')}",
-            {"bench.study": self.study.name, "bench.profile": self.profile, "bench.kind": "study",
-             "bench.claims": ",".join(self.study.claims), **worker_tags()},
-            {"arms": ",".join(a.name for a in self.arms), "seeds": len(self.seeds), "study_file": self.study.path,
-             "tuning": repr(self.study.tuning) if self.study.tuning_trials(self.profile) else "none",
-             "tuning_trials_per_arm": self.study.tuning_trials(self.profile)})
-        self.parent = parent
+        own_parent = self.parent is None
+        if own_parent:
+            self.parent = self.tracker.start_run(
+                f"{self.study.name} {self.profile} {time.strftime('%Y-%m-%d %H:%M:%S')}",
+                {"bench.study": self.study.name, "bench.profile": self.profile, "bench.kind": "study",
+                 "bench.claims": ",".join(self.study.claims), **worker_tags()},
+                {"arms": ",".join(a.name for a in self.arms), "seeds": len(self.seeds), "study_file": self.study.path,
+                 "tuning": repr(self.study.tuning) if self.study.tuning_trials(self.profile) else "none",
+                 "tuning_trials_per_arm": self.study.tuning_trials(self.profile)})
+        workers = self._spawn_workers() if self.workers > 1 else []
         self.bar = tqdm(total=total, initial=done, desc=self.study.name, unit="trial", disable=not self.progress,
                         dynamic_ncols=True, file=sys.stderr)
         status = "FINISHED"
         try:
-            for job in jobs:
-                if job.stage == "tune":
-                    self._run_tuning(job)
+            self._tune_all()
             tuned = {a.name: self.tuned_value(a) for a in self.arms}
-            if any(v is not None for v in tuned.values()):
-                self.tracker.log_params(parent, {f"tuned_{self.study.tuning.param}.{k}": v for k, v in tuned.items()})
-            for job in jobs:
-                if job.stage == "final":
-                    self._run_final(job, tuned[job.arm.name])
+            if own_parent and any(v is not None for v in tuned.values()):
+                self.tracker.log_params(self.parent, {f"tuned_{self.study.tuning.param}.{k}": v for k, v in tuned.items()})
+            self._final_all(tuned)
+            for proc in workers:
+                if proc.wait() != 0:
+                    self.failures.append(f"worker process {proc.pid} exited with status {proc.returncode}")
         except KeyboardInterrupt:
             status = "KILLED"
             raise
         finally:
+            for proc in workers:
+                if proc.poll() is None:
+                    proc.wait()
             self.bar.close()
-            self.tracker.end_run(parent, status if not self.failures or status == "KILLED" else "FAILED")
-        _, done, total = self.plan()
+            if own_parent:
+                self.tracker.end_run(self.parent, status if not self.failures or status == "KILLED" else "FAILED")
+        done, total = self.plan()
         print(f"{label}: {done}/{total} trials finished" + (f"; {len(self.failures)} failed and will be rerun next time:" if self.failures else ""))
         for line in self.failures:
             print(f"  {line}")
         return 1 if self.failures else 0
 
-    def _run_tuning(self, job: Job) -> None:
-        tuning = self.study.tuning
-        for _ in range(job.remaining):
-            trial = job.optuna_study.ask()
-            value = trial.suggest_float(tuning.param, tuning.low, tuning.high, log=tuning.log)
-            self._run_trial(job.optuna_study, trial, "tune", job.arm, tuning.seed, {tuning.param: value})
+    def _spawn_workers(self) -> list[subprocess.Popen]:
+        """Start workers-1 more processes on the same stores and parent run; this one is worker 1."""
+        cmd = [sys.executable, "-m", "bench", "study", self.study.name, "--profile", self.profile, "--no-progress",
+               "--tracking-uri", self.tracker.uri, "--parent-run", self.parent, "--threads", str(self.threads)]
+        if self.storage_url:
+            cmd += ["--storage", self.storage_url]
+        if self.data_dir:
+            cmd += ["--data-dir", self.data_dir]
+        env = {**os.environ, "BENCH_STUDIES_DIR": str(Path(self.study.path).parent)}
+        return [subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL) for _ in range(self.workers - 1)]
 
-    def _run_final(self, job: Job, tuned: float | None) -> None:
-        dists = {"arm": CategoricalDistribution([a.name for a in self.arms]), "seed": CategoricalDistribution(self.seeds)}
-        finished = {(t.params.get("arm"), t.params.get("seed")) for t in job.optuna_study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))}
-        for seed in self.seeds:
-            if (job.arm.name, seed) in finished:
+    def _refresh_bar(self) -> None:
+        self.bar.n = self.plan()[0]  # counts every worker's trials, not only ours
+        self.bar.refresh()
+
+    def _tune_all(self) -> None:
+        """Run tuning trials until every arm has its budget; with several workers, wait for
+        the others' tuning trials before the final stage needs the tuned values."""
+        budget, tuning = self.study.tuning_trials(self.profile), self.study.tuning
+        while budget:
+            waiting_on_others = False
+            for arm in self.arms:
+                if arm.name in self.failed_arms:
+                    continue
+                ostudy = self._tune_study(arm)
+                while True:
+                    trials = ostudy.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))
+                    complete = sum(t.state == TrialState.COMPLETE for t in trials)
+                    if len(trials) >= budget:
+                        waiting_on_others |= complete < budget
+                        break
+                    trial = ostudy.ask()
+                    if len(ostudy.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))) > budget:
+                        ostudy.tell(trial, state=TrialState.PRUNED)  # another worker took the last slot
+                        continue
+                    value = trial.suggest_float(tuning.param, tuning.low, tuning.high, log=tuning.log)
+                    if not self._run_trial(ostudy, trial, "tune", arm, tuning.seed, {tuning.param: value}):
+                        self.failed_arms.add(arm.name)
+                        break
+            if not waiting_on_others:
+                return
+            time.sleep(2.0)
+
+    def _final_all(self, tuned: dict[str, float | None]) -> None:
+        """Arms x seeds as enqueued Optuna trials, shared by every worker; each (arm, seed)
+        finishes exactly once: a worker that pops one already running or done elsewhere skips it."""
+        ostudy = self._optuna("final")
+        by_name = {a.name: a for a in self.arms}
+        dists = {"arm": CategoricalDistribution(list(by_name)), "seed": CategoricalDistribution(self.seeds)}
+        while True:
+            trials = ostudy.get_trials(deepcopy=False)
+            taken = {_key(t) for t in trials if t.state in (TrialState.WAITING, TrialState.RUNNING, TrialState.COMPLETE)}
+            todo = [(a.name, s) for a in self.arms for s in self.seeds
+                    if (a.name, s) not in taken and (a.name, s) not in self.failed_keys]
+            for name, seed in todo:
+                ostudy.enqueue_trial({"arm": name, "seed": seed})
+            if not todo and not any(t.state == TrialState.WAITING for t in trials):
+                return
+            trial = ostudy.ask(dists)
+            key = (trial.params["arm"], trial.params["seed"])
+            others = ostudy.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))
+            if key in self.failed_keys or any(_key(t) == key and t.number != trial.number for t in others):
+                ostudy.tell(trial, state=TrialState.PRUNED)  # done or being done by another worker
                 continue
-            job.optuna_study.enqueue_trial({"arm": job.arm.name, "seed": seed})
-            trial = job.optuna_study.ask(dists)
-            extra = {self.study.tuning.param: tuned} if tuned is not None else {}
-            self._run_trial(job.optuna_study, trial, "final", job.arm, trial.params["seed"], extra)
+            arm = by_name[key[0]]
+            if self.study.tuning_trials(self.profile) and tuned.get(arm.name) is None:
+                ostudy.tell(trial, state=TrialState.FAIL)
+                self.failed_keys.add(key)
+                self.failures.append(f"final {arm.name} seed={key[1]}: no finished tuning trial for this arm")
+                continue
+            extra = {self.study.tuning.param: tuned[arm.name]} if tuned.get(arm.name) is not None else {}
+            if not self._run_trial(ostudy, trial, "final", arm, key[1], extra):
+                self.failed_keys.add(key)
 
-    def _run_trial(self, ostudy: optuna.Study, trial: optuna.Trial, stage: str, arm: Arm, seed: int, extra: dict) -> None:
-        """The thin objective: build the config, train, log, tell Optuna.
+    def _run_trial(self, ostudy: optuna.Study, trial: optuna.Trial, stage: str, arm: Arm, seed: int, extra: dict) -> bool:
+        """The thin objective: build the config, train, log, tell Optuna; True when it finished.
 
         Ctrl-C anywhere in here ends the MLflow run KILLED and the Optuna trial FAIL (rerun
-        next time); any other error fails this trial only and the study goes on.
+        next time); any other error fails this trial only and the study goes on. Running out
+        of device memory fails the MLflow run with the reason and, where the study allows it,
+        retries once at half the batch size under the same Optuna trial.
         """
-        run_id = None
-        try:
-            cfg = self.study.config(self.profile, arm, seed, **extra)
-            for key, value in worker_tags().items():
-                trial.set_user_attr(key.split(".")[1], value)
-            tags = {"bench.study": self.study.name, "bench.arm": arm.name, "bench.seed": str(seed),
-                    "bench.claims": ",".join(self.study.claims), "bench.profile": self.profile, "bench.stage": stage,
-                    "bench.optuna_trial": str(trial.number), **{f"bench.factor.{f}": a for f, a in arm.factors.items()},
-                    **worker_tags()}
-            if extra:
-                tags.update({f"bench.tuned_{k}" if stage == "final" else f"bench.tune_{k}": str(v) for k, v in extra.items()})
-            run_id = self.tracker.start_run(f"{stage} {arm.name} seed={seed}", tags, as_dict(cfg), parent=self.parent)
-            trial.set_user_attr("mlflow_run_id", run_id)
-            self.bar.set_postfix_str(f"{stage} {arm.name} seed={seed}")
+        for key, value in worker_tags().items():
+            trial.set_user_attr(key.split(".")[1], value)
+        cfg = self.study.config(self.profile, arm, seed, **extra)
+        tags = {"bench.study": self.study.name, "bench.arm": arm.name, "bench.seed": str(seed),
+                "bench.claims": ",".join(self.study.claims), "bench.profile": self.profile, "bench.stage": stage,
+                "bench.optuna_trial": str(trial.number), **{f"bench.factor.{f}": a for f, a in arm.factors.items()},
+                **worker_tags()}
+        if extra:
+            tags.update({f"bench.tuned_{k}" if stage == "final" else f"bench.tune_{k}": str(v) for k, v in extra.items()})
+        retry_allowed = self.study.oom_retry
+        while True:
+            run_id = None
+            try:
+                run_id = self.tracker.start_run(f"{stage} {arm.name} seed={seed}", tags, as_dict(cfg), parent=self.parent)
+                trial.set_user_attr("mlflow_run_id", run_id)
+                self.bar.set_postfix_str(f"{stage} {arm.name} seed={seed}")
 
-            def on_epoch(epoch: int, m: dict) -> None:
-                self.bar.set_postfix_str(f"{stage} {arm.name} seed={seed} epoch {epoch}/{cfg.epochs} val_acc {m.get('val_acc', 0):.3f}")
+                def on_epoch(epoch: int, m: dict) -> None:
+                    self.bar.set_postfix_str(f"{stage} {arm.name} seed={seed} epoch {epoch}/{cfg.epochs} val_acc {m.get('val_acc', 0):.3f}")
 
-            record = train_trial(cfg, RunLogger(self.tracker, run_id, on_epoch), progress=False, data=self.data)
-            self.tracker.log_dict(run_id, record, "record.json")
-            self.tracker.set_tags(run_id, {"bench.status": record["status"], "bench.data_source": record["data_source"],
-                                           "bench.device": record["device"], "bench.git_commit": record["git_commit"]})
-            summary = {k: record[k] for k in ("epochs_run", "seconds", "train_seconds", "images_per_s", "best_val_acc")}
-            self.tracker.log_metrics(run_id, {**summary, "diverged": float(record["status"] == "diverged")}, step=record["epochs_run"])
-            trial.set_user_attr("status", record["status"])
-        except KeyboardInterrupt:
-            if run_id:
-                self.tracker.set_tags(run_id, {"bench.status": "interrupted"})
-                self.tracker.end_run(run_id, "KILLED")
-            ostudy.tell(trial, state=TrialState.FAIL)
-            raise
-        except Exception as exc:  # a crash of one trial is recorded and the study goes on
-            reason = f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}"
-            if run_id:
-                self.tracker.set_tags(run_id, {"bench.status": "failed", "bench.failure": reason})
-                self.tracker.end_run(run_id, "FAILED")
-            trial.set_user_attr("failure", reason)
-            ostudy.tell(trial, state=TrialState.FAIL)
-            self.failures.append(f"{stage} {arm.name} seed={seed}: {reason}")
-            if os.environ.get("BENCH_DEBUG"):
+                record = train_trial(cfg, RunLogger(self.tracker, run_id, on_epoch), progress=False, data=self.data)
+                self.tracker.log_dict(run_id, record, "record.json")
+                self.tracker.set_tags(run_id, {"bench.status": record["status"], "bench.data_source": record["data_source"],
+                                               "bench.device": record["device"], "bench.git_commit": record["git_commit"]})
+                summary = {k: record[k] for k in ("epochs_run", "seconds", "train_seconds", "images_per_s", "best_val_acc")}
+                self.tracker.log_metrics(run_id, {**summary, "diverged": float(record["status"] == "diverged")}, step=record["epochs_run"])
+                trial.set_user_attr("status", record["status"])
+                break
+            except KeyboardInterrupt:
+                if run_id:
+                    self.tracker.set_tags(run_id, {"bench.status": "interrupted"})
+                    self.tracker.end_run(run_id, "KILLED")
+                ostudy.tell(trial, state=TrialState.FAIL)
                 raise
-            self.bar.update(1)
-            return
+            except Exception as exc:  # a crash of one trial is recorded and the study goes on
+                reason = f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}"
+                if run_id:
+                    self.tracker.set_tags(run_id, {"bench.status": "failed", "bench.failure": reason})
+                    self.tracker.end_run(run_id, "FAILED")
+                if isinstance(exc, torch.OutOfMemoryError) and retry_allowed and cfg.batch_size > 1:
+                    retry_allowed = False
+                    cfg = replace(cfg, batch_size=cfg.batch_size // 2)
+                    tags["bench.oom_retry"] = f"batch_size halved to {cfg.batch_size} after: {reason}"
+                    trial.set_user_attr("oom_retry", cfg.batch_size)
+                    if self.device_is_cuda:
+                        torch.cuda.empty_cache()
+                    continue
+                trial.set_user_attr("failure", reason)
+                ostudy.tell(trial, state=TrialState.FAIL)
+                self.failures.append(f"{stage} {arm.name} seed={seed}: {reason}")
+                if os.environ.get("BENCH_DEBUG"):
+                    raise
+                return False
         # Finish MLflow before Optuna: a kill in between leaves a FINISHED run whose trial is
         # rerun (a duplicate the report drops by trial), never a COMPLETE trial without its run.
         self.tracker.end_run(run_id, "FINISHED")
         ostudy.tell(trial, record["best_val_acc"] if record["status"] == "ok" else 0.0)
-        self.bar.update(1)
+        self._refresh_bar()
+        return True
 
 
 def run_study_cli(args) -> int:
@@ -252,6 +323,18 @@ def run_study_cli(args) -> int:
     else:
         profile, why = default_profile()
     print(f"profile: {profile} ({why})", flush=True)
+    if args.workers < 1:
+        raise StudyError("--workers must be >= 1")
+    threads = args.threads or max(1, (os.cpu_count() or 1) // args.workers)
+    torch_threads(threads)
     uri = tracking_uri(args.tracking_uri)
-    data_dir = args.data_dir or None
-    return StudyRun(study, profile, args.storage, uri, data_dir, progress=not args.no_progress).run()
+    run = StudyRun(study, profile, args.storage, uri, args.data_dir or None, progress=not args.no_progress,
+                   workers=args.workers, parent=args.parent_run, threads=threads)
+    return run.run()
+
+
+def torch_threads(n: int) -> None:
+    """Share the CPU cores among the worker processes instead of oversubscribing them."""
+    import torch
+
+    torch.set_num_threads(n)

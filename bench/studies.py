@@ -60,6 +60,7 @@ class Study:
     factors: dict[str, dict[str, dict[str, Any]]]  # factor -> arm name -> overrides (file order)
     tuning: Tuning | None
     profiles: dict[str, Profile]
+    oom_retry: bool = True  # out of device memory: retry a trial once at half the batch size
 
     def arms(self, profile: str) -> list[Arm]:
         """The cross product of the factors' arms that `profile` runs, in file order."""
@@ -112,7 +113,7 @@ def load_study(path: Path) -> Study:
         raw = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as exc:
         raise StudyError(f"{path}: not valid TOML: {exc}") from None
-    known = {"name", "description", "claims", "base", "factors", "tuning", "profiles"}
+    known = {"name", "description", "claims", "base", "factors", "tuning", "profiles", "oom_retry"}
     for key in raw:
         _expect(key in known, path, key, f"one of {', '.join(sorted(known))}")
     _expect(isinstance(raw.get("name"), str) and raw["name"] == path.stem, path, "name", f"the file's stem {path.stem!r}")
@@ -151,7 +152,9 @@ def load_study(path: Path) -> Study:
             _expect(isinstance(names, list) and all(n in factors[fname] for n in names), path, f"{where}.arms.{fname}",
                     f"a list of arms of factor {fname} ({', '.join(factors[fname])})")
         profiles[pname] = Profile(p["seeds"], _check_config(path, f"{where}.base", p.get("base", {})), p.get("tuning_trials"), arms)
-    study = Study(raw["name"], str(path), raw.get("description", ""), tuple(claims), base, factors, tuning, profiles)
+    _expect(isinstance(raw.get("oom_retry", True), bool), path, "oom_retry", "true or false")
+    study = Study(raw["name"], str(path), raw.get("description", ""), tuple(claims), base, factors, tuning, profiles,
+                  raw.get("oom_retry", True))
     for pname in PROFILES:  # every arm's full config must be valid in every profile
         for arm in study.arms(pname):
             try:

@@ -2,17 +2,53 @@
 execution, a child run per trial (params, tags, per-epoch metrics, the record as JSON)."""
 from __future__ import annotations
 
+import fcntl
 import os
 import re
+from contextlib import contextmanager
+import urllib.request
+from pathlib import Path
 import socket
 import time
-from typing import Any
+from typing import Any, Iterator
 
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
 DEFAULT_URI = "sqlite:///mlflow.db"
 BATCH = 900  # MLflow accepts at most 1000 metrics per log_batch call
+
+
+class TrackingError(Exception):
+    """The tracking store cannot be used; raised before any training starts (the CLI exits 2)."""
+
+
+def check_tracking_uri(uri: str) -> None:
+    """Fail fast, with a readable message, when the tracking store is unreachable."""
+    if uri.startswith(("http://", "https://")):
+        try:
+            urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=5).close()
+        except (OSError, ValueError) as exc:
+            raise TrackingError(f"cannot reach the MLflow tracking server at {redact(uri)} ({exc}); start it "
+                                f"(e.g. `mlflow server --host 127.0.0.1 --port 5000`) or pass another --tracking-uri") from None
+    elif uri.startswith("sqlite:///"):
+        folder = Path(uri[len("sqlite:///"):]).expanduser().resolve().parent
+        if not folder.is_dir():
+            raise TrackingError(f"MLflow SQLite store {uri}: folder {folder} does not exist")
+
+
+@contextmanager
+def _init_lock(uri: str) -> Iterator[None]:
+    """An exclusive file lock beside a SQLite store (a no-op for servers and other databases)."""
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    with open(Path(uri[len("sqlite:///"):]).expanduser().resolve().with_suffix(".lock"), "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def tracking_uri(cli_value: str | None = None) -> str:
@@ -34,16 +70,22 @@ class Tracker:
 
     def __init__(self, uri: str, study: str):
         self.uri = uri
-        self.client = MlflowClient(tracking_uri=uri)
-        name = experiment_name(study)
-        exp = self.client.get_experiment_by_name(name)
-        if exp is None:
+        check_tracking_uri(uri)
+        with _init_lock(uri):  # processes starting together on a new SQLite file would race its schema migration
+            self.client = MlflowClient(tracking_uri=uri)
+            name = experiment_name(study)
             try:
-                self.experiment_id = self.client.create_experiment(name, tags={"bench.study": study})
-            except Exception:  # another worker created it first
-                self.experiment_id = self.client.get_experiment_by_name(name).experiment_id
-        else:
-            self.experiment_id = exp.experiment_id
+                exp = self.client.get_experiment_by_name(name)
+            except Exception as exc:
+                raise TrackingError(f"cannot use MLflow tracking store {redact(uri)}: {type(exc).__name__}: "
+                                    f"{str(exc).splitlines()[0][:200]}") from None
+            if exp is None:
+                try:
+                    self.experiment_id = self.client.create_experiment(name, tags={"bench.study": study})
+                except Exception:  # another worker (on another machine) created it first
+                    self.experiment_id = self.client.get_experiment_by_name(name).experiment_id
+            else:
+                self.experiment_id = exp.experiment_id
 
     def start_run(self, name: str, tags: dict[str, str], params: dict[str, Any] | None = None, parent: str | None = None) -> str:
         tags = dict(tags, **({"mlflow.parentRunId": parent} if parent else {}))

@@ -92,8 +92,11 @@ def train_trial(cfg: TrialConfig, logger: EpochLogger | None = None, progress: b
     sx, sy = splits.test_x.to(device), splits.test_y.to(device)
     fmt = torch.channels_last if on_cuda and len(norm.out_shape) == 3 else torch.contiguous_format
     prep = lambda xb: norm(xb).contiguous(memory_format=fmt)  # noqa: E731
-    ex, ey = tx[: cfg.eval_train_size], ty[: cfg.eval_train_size]  # fixed slice, eval mode
-    px, py = prep(tx[: cfg.probe_size]), ty[: cfg.probe_size]
+    # Fixed random subsets (the same for every trial on these data; the split is sorted by
+    # class, so a plain slice would hold one or two classes only).
+    subset = torch.randperm(len(tx), generator=torch.Generator().manual_seed(0)).to(device)
+    ex, ey = tx[subset[: cfg.eval_train_size]], ty[subset[: cfg.eval_train_size]]  # train accuracy, eval mode
+    px, py = prep(tx[subset[: cfg.probe_size]]), ty[subset[: cfg.probe_size]]  # diagnostics probe batch
 
     model = build_model(cfg, norm.out_shape, gen).to(device, memory_format=fmt)
     optimizer = OPTIMIZERS.get(cfg.optimizer)(model.parameters(), cfg)
@@ -109,7 +112,7 @@ def train_trial(cfg: TrialConfig, logger: EpochLogger | None = None, progress: b
         for key, value in metrics.items():
             history.setdefault(key, []).append(value)
         if logger is not None:
-            logger.log_epoch(epoch, {k: v for k, v in metrics.items() if isinstance(v, (int, float))})
+            logger.log_epoch(epoch, {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)})
 
     def measure(epoch: int, extra: dict[str, Any]) -> dict[str, Any]:
         eval_gen.manual_seed(cfg.seed + 1)  # the same test noise every epoch

@@ -2,6 +2,8 @@
 and the sections for claims without runs or without a dedicated analysis."""
 from __future__ import annotations
 
+import os
+import traceback
 from typing import Callable
 
 import pandas as pd
@@ -86,6 +88,21 @@ def generic(claim_id: str, df: pd.DataFrame, figs: FigureMaker) -> Section:
     return sec
 
 
+def _guarded(claim_id: str, df: pd.DataFrame, figs: FigureMaker) -> Section:
+    """Run a claim's analysis; if it fails, the report still comes out, with the error in that section
+    (and the traceback on stderr). BENCH_DEBUG=1 raises instead."""
+    try:
+        return ANALYSES[claim_id](df, figs)
+    except Exception as exc:
+        if os.environ.get("BENCH_DEBUG"):
+            raise
+        traceback.print_exc()
+        sec = generic(claim_id, df, figs)
+        sec.verdict = Verdict(INCONCLUSIVE, f"the analysis failed ({type(exc).__name__}: {exc}); per-arm evidence shown",
+                              n_seeds=sec.verdict.n_seeds)
+        return sec
+
+
 def build_sections(df: pd.DataFrame, figs: FigureMaker, study: str | None = None) -> list[Section]:
     """One section per claim id in CLAIMS order (only `study`'s claims when given)."""
     from . import claims_activation, claims_init, claims_optimizer, claims_speed, claims_training  # noqa: F401  (register)
@@ -99,7 +116,7 @@ def build_sections(df: pd.DataFrame, figs: FigureMaker, study: str | None = None
         if not measured:
             sec = not_measured(claim_id, df)
         elif claim_id in ANALYSES:
-            sec = ANALYSES[claim_id](df, figs)
+            sec = _guarded(claim_id, df, figs)
         else:
             sec = generic(claim_id, df, figs)
         sec.figures = [f for f in sec.figures if f is not None]

@@ -7,8 +7,9 @@ import numpy as np
 import pandas as pd
 
 from .analyses import analysis, start
-from .common import arm_table, check, column, compare, final_acc, learning_area, mean_of, values, with_layer_mean
-from .figures import FigureMaker
+from .common import (arm_table, check, column, compare, final_acc, learning_area, mean_of, run_links, values,
+                     with_layer_mean)
+from .figures import BAND, FigureMaker
 from .frame import at_epoch, row_layers, series
 from .section import Section, fmt
 from .stats import welch
@@ -64,18 +65,21 @@ def nonlinearity(df: pd.DataFrame, figs: FigureMaker) -> Section:
     sec.tables.append(arm_table("Linear classifier, deep identity net and deep ReLU net (accuracy in %)", sub, [
         ("test acc", final_acc("test"), 100), ("train acc", final_acc("train"), 100),
         ("collapse error (max rel.)", column("collapse_err"), 1)]))
-    errs = [e for e in values(ident, column("collapse_err"))]
+    errs = values(ident[ident["status"] == "ok"], column("collapse_err"))  # diverged runs have no final weights
     worst = max((e for e in errs if math.isfinite(e)), default=math.nan)
+    n_div = int((ident["status"] == "diverged").sum())
     eq = welch(values(ident, final_acc("test")), values(_arms(runs, "linear"), final_acc("test")))
     parts = [
         check("a deep net without activations is one linear map", "identity net: composed matrix vs outputs", ident,
-              bool(errs) and all(math.isfinite(e) and e < 1e-4 for e in errs),
-              f"max relative error {fmt(worst)} (< 1e-4 required) in {len(errs)} runs"),
+              all(math.isfinite(e) and e < 1e-4 for e in errs) if errs else None,
+              f"max relative error {fmt(worst)} (< 1e-4 required) over {len(errs)} finished runs"
+              + (f" ({n_div} diverged, not checkable)" if n_div else "")),
         compare("the activation is what lets the net learn more than a linear model", "relu − identity, test accuracy",
                 _arms(runs, "relu"), ident, final_acc("test"), unit="pts", scale=100),
         Part("the identity net's accuracy matches a single linear classifier", "identity − linear, test accuracy",
              f"equivalence: 95% interval within ±{MARGIN * 100:g} pts", diff=eq, margin=MARGIN, unit="pts", scale=100,
              n_min=min(ident["seed"].nunique(), _arms(runs, "linear")["seed"].nunique()),
+             runs=run_links(_arms(runs, "identity", "linear")),
              evidence=f"{fmt(_acc(runs, 'identity') * 100)}% vs {fmt(_acc(runs, 'linear') * 100)}%"),
     ]
     sec.verdict, sec.parts = decide(parts)
@@ -96,6 +100,7 @@ def nonlinearity(df: pd.DataFrame, figs: FigureMaker) -> Section:
 def sigmoid_saturation(df: pd.DataFrame, figs: FigureMaker) -> Section:
     sec, runs, _ = start("sigmoid-saturation", df, "activation")
     sub = with_layer_mean(_arms(runs, "sigmoid", "tanh", "relu"), "A", "saturated", "mean_saturated")
+    sub = with_layer_mean(sub, "A", "dead", "mean_dead")
     sec.tables.append(arm_table("Saturation, gradient flow and accuracy", sub, [
         ("saturated % (init)", mean_saturated(0), 100), ("saturated % (trained)", mean_saturated(-1), 100),
         ("log10 grad first/last layer, init", grad_spread(0), 1),
@@ -126,8 +131,9 @@ def sigmoid_saturation(df: pd.DataFrame, figs: FigureMaker) -> Section:
     names_a = row_layers(sub.iloc[0], "A", "saturated") if len(sub) else []
     names_l = row_layers(sub.iloc[0], "L", "grad_norm") if len(sub) else []
     sec.figures += [
-        figs.curves("act-saturated-epochs", "Saturated fraction over epochs (mean over hidden layers)", sub,
-                    [("mean_saturated", "saturated fraction")], hue="arm"),
+        figs.curves("act-saturated-epochs", "Saturated activations and dead units over epochs (mean over hidden layers)",
+                    sub, [("mean_saturated", "saturated fraction"), ("mean_dead", "dead-unit fraction")], hue="arm",
+                    caption="dead: units with ~0 local gradient on every probe image; " + BAND),
         figs.layer_profile("act-saturated-layers", "Saturated fraction per layer", sub, names_a, "saturated",
                            "saturated fraction", logy=False),
         figs.layer_profile("act-grad-layers", "Gradient norm per weight layer", sub, names_l, "grad_norm",

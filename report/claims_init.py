@@ -90,12 +90,14 @@ def zero_init(df: pd.DataFrame, figs: FigureMaker) -> Section:
     sym, rnd = _sel(sub, init=SYMMETRIC), _sel(sub, init=RANDOM)
     sec.tables.append(arm_table(f"Hidden units and accuracy per init ({depth}); accuracy in %", sub, [
         ("test acc", final_acc("test"), 100), ("train acc", final_acc("train"), 100),
-        ("max distinct units in a layer", max_distinct, 1), ("distinct / units", distinct_fraction, 1)]))
-    n_one = int(sum(v == 1 for v in values(sym, max_distinct)))
+        ("max distinct units in a layer", max_distinct, 1), ("distinct units %", distinct_fraction, 100)]))
+    sym_ok = sym[sym["status"] == "ok"]  # a diverged run has no final weights to compare
+    n_one = int(sum(v == 1 for v in values(sym_ok, max_distinct)))
     parts = [check("every hidden unit of a zero/constant-initialised layer stays identical to the others",
-                   "zero/constant runs: distinct units per hidden layer", sym, len(sym) > 0 and n_one == len(sym),
-                   f"1 distinct unit in every hidden layer in {n_one}/{len(sym)} zero/constant runs; random inits keep "
-                   f"{fmt(mean_of(values(rnd, distinct_fraction)) * 100)}% of units distinct")]
+                   "zero/constant runs: distinct units per hidden layer", sym,
+                   n_one == len(sym_ok) if len(sym_ok) else None,
+                   f"1 distinct unit in every hidden layer in {n_one}/{len(sym_ok)} finished zero/constant runs; "
+                   f"random inits keep {fmt(mean_of(values(rnd, distinct_fraction)) * 100)}% of units distinct")]
     for act in sorted(set(sub["factor.activation"])):
         parts.append(compare(f"zero/constant init learns less than random init ({act})",
                              f"zero/constant − xavier/he, test accuracy ({act}, {depth})",
@@ -108,7 +110,7 @@ def zero_init(df: pd.DataFrame, figs: FigureMaker) -> Section:
     by_init = sub.groupby("factor.init", sort=False).apply(lambda g: mean_of(values(g, final_acc("test"))), include_groups=False)
     sec.notes = [
         "Right: with all weights equal, every unit of a layer computes the same function and receives the same "
-        f"gradient, so the units stay copies of each other: measured {n_one}/{len(sym)} zero/constant runs end with "
+        f"gradient, so the units stay copies of each other: measured {n_one}/{len(sym_ok)} finished zero/constant runs end with "
         "exactly one distinct unit per hidden layer.",
         "Imprecise: \"cannot learn\". An all-zero net is stuck (every hidden activation and gradient is exactly 0; "
         "only the output biases move), but a constant-initialised net trains as a network one unit wide. "
@@ -149,13 +151,14 @@ def small_init_vanish(df: pd.DataFrame, figs: FigureMaker) -> Section:
                            small, bool(mono) and all(mono), f"std falls at every layer in {sum(mono)}/{len(mono)} runs"))
     sec.verdict, sec.parts = decide(parts)
     small = _sel(sub, init="normal-0.01")
+    big_tanh_saturated = mean_of(values(_sel(sub, init="normal-1.0", act="tanh"), hist_at("A01.saturated", 0)))
     sec.notes = [
         "Right: each layer multiplies the activations' std by about std_w·√fan_in = 0.01·√256 = 0.16 for tanh "
         f"(0.16/√2 = 0.11 for ReLU), so a 10-layer net ends with vanishing activations; measured last/first std at "
         f"init: 10^{fmt(mean_of(values(small, std_ratio(0))))} (mean over normal-0.01 runs). The histograms "
         "collapse into a spike at 0 and the gradients of the weights, proportional to these inputs, vanish too.",
         "The notes' other half is worth stating: N(0, 1) is the opposite failure: tanh units saturate at ±1 (first "
-        f"layer saturated fraction {fmt(mean_of(values(_sel(sub, init='normal-1.0', act='tanh'), hist_at('A01.saturated', 0))) * 100)}% at init) "
+        f"layer saturated fraction {fmt(big_tanh_saturated * 100)}% at init) "
         "and ReLU activations explode layer by layer.",
     ]
     for act in sorted(set(sub["factor.activation"])):

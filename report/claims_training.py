@@ -26,6 +26,10 @@ def _sel(runs: pd.DataFrame, **levels: str | tuple) -> pd.DataFrame:
     return runs[m]
 
 
+def _pct(runs: pd.DataFrame) -> float:
+    return mean_of(values(runs, final_acc("test"))) * 100
+
+
 @analysis("dropout")
 def dropout(df: pd.DataFrame, figs: FigureMaker) -> Section:
     sec, runs, _ = start("dropout", df, "dropout")
@@ -38,10 +42,11 @@ def dropout(df: pd.DataFrame, figs: FigureMaker) -> Section:
     parts = [
         compare("dropout reduces overfitting (smaller train − test gap)", "p0.5 − p0.0, train − test accuracy gap",
                 p5, p0, gap, expected=-1, unit="pts", scale=100),
-        Part("scaling at test time (classic) and in training (inverted) are equivalent", "classic − inverted (p=0.5), test accuracy",
+        Part("scaling at test time (classic) and in training (inverted) are equivalent",
+             "classic − inverted (p=0.5), test accuracy",
              f"equivalence: 95% interval within ±{MARGIN * 100:g} pts", diff=eq, margin=MARGIN, unit="pts", scale=100,
              n_min=min(classic["seed"].nunique(), p5["seed"].nunique()), runs=run_links(pd.concat([classic, p5])),
-             evidence=f"{fmt(mean_of(values(classic, final_acc('test'))) * 100)}% vs {fmt(mean_of(values(p5, final_acc('test'))) * 100)}%"),
+             evidence=f"{fmt(_pct(classic))}% vs {fmt(_pct(p5))}%"),
         compare("leaving out the scaling hurts the test-time model", "unscaled − inverted (p=0.5), test loss",
                 unscaled, p5, lambda r: np.nan if diverged(r) else r["test_loss"], unit="nats"),
     ]
@@ -64,7 +69,7 @@ def dropout(df: pd.DataFrame, figs: FigureMaker) -> Section:
                         columns=["dropout", "metric", "value"])
     sec.figures += [
         figs.points("dropout-rate", "Test accuracy and overfitting gap vs dropout rate", long, "dropout", "value", "",
-                    col="metric"),
+                    col="metric", join=True, sharey=False),
         figs.curves("dropout-curves", "Train vs test accuracy: no dropout, p = 0.5 and its scalings",
                     pd.concat([p0, p5, classic, unscaled]), [("train_acc", "train accuracy"), ("test_acc", "test accuracy")]),
     ]
@@ -99,18 +104,19 @@ def batchnorm(df: pd.DataFrame, figs: FigureMaker) -> Section:
     for init in dict.fromkeys(runs["factor.init"]):
         for norm in ("bn", "no-bn"):
             sub = _sel(runs, norm=norm, init=init)
-            ok = [lr for lr in sorted(set(sub["factor.lr"]), key=lrs.get) if not any(failed(r) for _, r in _sel(sub, lr=lr).iterrows())]
+            stable = [lr for lr in sorted(set(sub["factor.lr"]), key=lrs.get)
+                      if not any(failed(r) for _, r in _sel(sub, lr=lr).iterrows())]
             n_bad = sum(failed(r) for _, r in sub.iterrows())
-            rows.append([init, norm, fmt(lrs[ok[-1]]) if ok else "none", f"{n_bad}/{len(sub)}", run_links(sub)])
+            rows.append([init, norm, fmt(lrs[stable[-1]]) if stable else "none", f"{n_bad}/{len(sub)}", run_links(sub)])
     sec.tables.append(Table("Largest stable learning rate", ["init", "norm", "largest lr where every run trained",
                                                               "failed runs (diverged or ≤ 15% test acc)", "runs (MLflow)"], rows))
     keys = ["factor.lr", "factor.init", "seed"]
     bad_bn, bad_no = sum(failed(r) for _, r in bn.iterrows()), sum(failed(r) for _, r in nobn.iterrows())
     rate = (bad_bn / max(len(bn), 1)) - (bad_no / max(len(nobn), 1))
+    fisher = fisher_less(bad_bn, len(bn), bad_no, len(nobn))  # one-sided: BN fails less often
     parts = [
         Part("batch norm makes training stable over more learning rates and inits", "bn − no-bn, fraction of failed runs",
-             "Fisher exact test (one-sided)", diff=Diff(rate, math.nan, math.nan, math.nan,
-                                                        fisher_less(bad_bn, len(bn), bad_no, len(nobn)), math.nan, len(bn), len(nobn)),
+             "Fisher exact test (one-sided)", diff=Diff(rate, math.nan, math.nan, math.nan, fisher, math.nan, len(bn), len(nobn)),
              expected=-1, unit="pts", scale=100, n_min=min(bn["seed"].nunique(), nobn["seed"].nunique()),
              evidence=f"failed {bad_bn}/{len(bn)} with BN vs {bad_no}/{len(nobn)} without", runs=run_links(runs)),
         paired("batch norm reaches a higher accuracy", "bn − no-bn, test accuracy (matched lr, init, seed)", bn, nobn,
@@ -135,9 +141,10 @@ def batchnorm(df: pd.DataFrame, figs: FigureMaker) -> Section:
                          for _, r in runs.iterrows()], columns=["norm", "init", "lr", "test accuracy (%)"])
     sec.figures += [
         figs.points("bn-lr", "Test accuracy vs learning rate, with and without batch norm", long, "lr",
-                    "test accuracy (%)", "test accuracy (%)", hue="norm", col="init",
+                    "test accuracy (%)", "test accuracy (%)", hue="norm", col="init", join=True,
                     caption=f"diverged runs count as chance ({CHANCE:.0%}); points: mean, bars: 95% t interval"),
-        figs.layer_profile("bn-grad-layers", "Gradient norm per layer", runs.assign(bn=runs["factor.norm"] + " " + runs["factor.lr"]),
+        figs.layer_profile("bn-grad-layers", "Gradient norm per layer",
+                           runs.assign(bn=runs["factor.norm"] + " " + runs["factor.lr"]),
                            row_layers(runs.iloc[0], "L", "grad_norm") if len(runs) else [], "grad_norm",
                            "gradient norm (log)", hue="bn"),
     ]
@@ -180,7 +187,7 @@ def resnet_depth(df: pd.DataFrame, figs: FigureMaker) -> Section:
                         columns=["shortcut", "depth", "split", "error (%)"])
     sec.figures += [
         figs.points("resnet-error-depth", "Training and test error vs depth, plain vs residual", long, "depth",
-                    "error (%)", "error (%)", hue="shortcut", col="split"),
+                    "error (%)", "error (%)", hue="shortcut", col="split", join=True),
         figs.curves("resnet-curves", f"Learning curves at depth {deep}", pd.concat([p_deep, r_deep]),
                     [("train_loss", "training loss"), ("test_acc", "test accuracy")]),
     ]

@@ -102,8 +102,9 @@ def compare(assertion: str, label: str, a: pd.DataFrame, b: pd.DataFrame, metric
                 runs=run_links(pd.concat([a, b])))
 
 
-def check(assertion: str, label: str, runs: pd.DataFrame, passed: bool, evidence: str) -> Part:
-    """An exact check over every run in `runs` (no p-value)."""
+def check(assertion: str, label: str, runs: pd.DataFrame, passed: bool | None, evidence: str) -> Part:
+    """An exact check over every run in `runs` (no p-value); passed=None: no run could be checked
+    (e.g. all diverged), which counts as within noise."""
     n_min = int(runs.groupby("arm")["seed"].nunique().min()) if len(runs) else 0
     return Part(assertion, label, "exact check", check=passed, evidence=evidence, n_min=n_min, runs=run_links(runs))
 

@@ -20,7 +20,7 @@ Identity and provenance (from the MLflow run and its `bench.*` tags)
     claims          str    comma-separated claim ids the study answers
     tuned_lr        float  final runs of tuned studies: the learning rate tuning chose (tag bench.tuned_lr)
     tune_lr         float  tune runs: the learning rate this tuning trial tried (tag bench.tune_lr)
-    git_commit      str    code version that produced the record
+    git_commit      str    code version that produced the record; torch_version str
 
 From the trial record (bench/train.py; one flat JSON per run)
     status          str    "ok" or "diverged" (NaN/Inf loss ended the run; kept, never dropped)

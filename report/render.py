@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import html
+import re
 from dataclasses import dataclass, field
 from importlib import resources
 from string import Template
@@ -48,6 +49,9 @@ class _Raw(str):
     """Pre-rendered HTML inside a table cell (badges, outcome labels)."""
 
 
+INTERVAL = re.compile(r"^(.+?) (\[[^\]]+\]|\(n=\d+\))$")  # "mean [lo, hi]" or "mean (n=1)"
+
+
 def _cell(c: Cell) -> str:
     if isinstance(c, _Raw):
         return str(c)
@@ -55,6 +59,9 @@ def _cell(c: Cell) -> str:
         return f'<a href="{_e(c.href)}">{_e(c.text)}</a>'
     if isinstance(c, list):
         return " ".join(_cell(x) for x in c)
+    m = INTERVAL.match(c)
+    if m and len(c) < 48:  # the interval on its own line, smaller
+        return f'{_e(m.group(1))}<br><span class="ci">{_e(m.group(2))}</span>'
     return _e(c)
 
 
@@ -64,7 +71,8 @@ def _table(columns: list[str], rows: list[list[Cell]], table_id: str = "") -> st
     for row in rows:
         tds = []
         for c in row:
-            cls = "runs" if isinstance(c, list) else "num" if isinstance(c, str) and c[:1] in "+-−–0123456789" else ""
+            numeric = isinstance(c, str) and len(c) < 40 and c[:1] in "+-−–0123456789"
+            cls = "runs" if isinstance(c, list) else "num" if numeric else ""
             tds.append(f'<td class="{cls}">{_cell(c)}</td>' if cls else f"<td>{_cell(c)}</td>")
         body.append("<tr>" + "".join(tds) + "</tr>")
     idattr = f' id="{table_id}"' if table_id else ""
@@ -85,6 +93,12 @@ def summary_rows(sections: list[Section]) -> list[list]:
                   "–" if measured else "run: " + (s.commands[0] if s.commands else ""))
         rows.append([s.claim_id, v.label, effect, str(v.n_seeds) if measured else "–", s.profile or "–", s.device or "–"])
     return rows
+
+
+def gist(claim: str, limit: int = 90) -> str:
+    """The claim's first sentence, cut at `limit` characters."""
+    first = re.split(r"(?<!e\.g)\.\s+(?=[A-Z])", claim)[0].rstrip(".")
+    return first if len(first) <= limit else first[:limit].rsplit(" ", 1)[0] + " …"
 
 
 def _section_html(s: Section) -> str:
@@ -109,28 +123,33 @@ def _section_html(s: Section) -> str:
                f'<p class="rule">Rule: {_e(v.rule)}</p>')
     if s.figures:
         out.append("<h3>Figures</h3>")
-        out += [f'<figure><img src="{_e(f.file)}" alt="{_e(f.title)}"><figcaption><b>{_e(f.title)}.</b> '
-                f"{_e(f.caption)}</figcaption></figure>" for f in s.figures]
+        out.append('<div class="figs">' + "".join(
+            f'<figure class="{"wide" if f.width > 760 else "half"}"><img src="{_e(f.file)}" alt="{_e(f.title)}">'
+            f"<figcaption><b>{_e(f.title)}.</b> {_e(f.caption)}</figcaption></figure>" for f in s.figures) + "</div>")
     if s.commands:
-        out.append("<p class=\"note\">To measure it more thoroughly: <code>" + "</code> · <code>".join(_e(c) for c in s.commands) + "</code></p>")
+        cmds = " · ".join(f"<code>{_e(c)}</code>" for c in s.commands)
+        out.append(f'<p class="note">To measure it more thoroughly: {cmds}</p>')
     out.append(f'<details><summary>All {len(s.runs)} MLflow runs behind this section</summary><p class="runs">'
                + " ".join(_cell(r) for r in s.runs) + "</p></details></section>")
     return "\n".join(out)
 
 
-TEST_COLUMNS = ["part of the claim", "comparison", "test", "effect [95% CI]", "statistic", "p", "p (Holm)", "outcome", "runs"]
+TEST_COLUMNS = ["part of the claim", "comparison", "test", "measured", "effect [95% CI]", "statistic", "p",
+                "p (Holm)", "outcome", "runs"]
 
 
 def _part_row(p, html_outcome: bool = False) -> list:
-    stat = "–" if p.diff is None or p.check is not None else f"{p.diff.stat:.3g}" if abs(p.diff.stat) != float("inf") else "exact"
-    effect = fmt_diff(p) if p.check is not None else f"{fmt_diff(p)}; {p.evidence}" if p.evidence else fmt_diff(p)
+    """One row of "The test" table for a verdict Part."""
+    is_test = p.diff is not None and p.check is None
+    stat = "–"
+    if is_test and p.diff.stat == p.diff.stat:  # not NaN
+        stat = "exact" if abs(p.diff.stat) == float("inf") else f"{p.diff.stat:.3g}"
     outcome = p.outcome
     if html_outcome:
         cls = {HOLDS: "holds", NOISE: "noise", FEW: "few"}.get(outcome, "fails")
         outcome = _Raw(f'<span class="outcome {cls}">{_e(p.outcome)}</span>')
-    p_raw = "–" if p.diff is None or p.check is not None else fmt_p(p.diff.p)
-    p_holm = "–" if p.check is not None or p.margin is not None and p.diff is None else fmt_p(p.p_holm)
-    return [p.assertion, p.label, p.test, effect, stat, p_raw, p_holm, outcome, p.runs]
+    return [p.assertion, p.label, p.test, p.evidence or "–", fmt_diff(p) if is_test else "–", stat,
+            fmt_p(p.diff.p) if is_test else "–", fmt_p(p.p_holm) if is_test else "–", outcome, p.runs]
 
 
 def render_html(sections: list[Section], meta: Meta, style: str | None = None) -> str:
@@ -139,7 +158,8 @@ def render_html(sections: list[Section], meta: Meta, style: str | None = None) -
     page = Template(resources.files("report").joinpath("templates/page.html").read_text())
     rows = []
     for row, s in zip(summary_rows(sections), sections):
-        rows.append([_Raw(f'<a href="#claim-{_e(s.claim_id)}">{_e(s.claim_id)}</a>'), _Raw(badge(row[1]))] + row[2:])
+        claim = _Raw(f'<a href="#claim-{_e(s.claim_id)}">{_e(s.claim_id)}</a><div class="gist">{_e(gist(s.claim))}</div>')
+        rows.append([claim, _Raw(badge(row[1]))] + row[2:])
     counts = {label: sum(s.verdict.label == label for s in sections) for label in dict.fromkeys(s.verdict.label for s in sections)}
     head = [
         '<header class="top"><h1>ablation-bench: textbook deep-learning claims, measured on CIFAR-10</h1>',
@@ -148,8 +168,8 @@ def render_html(sections: list[Section], meta: Meta, style: str | None = None) -
             "studies: " + (", ".join(meta.studies) or "none"), "code " + (", ".join(meta.commits) or "–")]) + "</p>",
         '<p class="meta">' + "".join(f"<span>{_e(x)}</span>" for x in [
             "data: " + ("; ".join(meta.data_sources) or "–"), "devices: " + ("; ".join(meta.devices) or "–")])
-        + (f'<span> · this report in MLflow: {_cell(meta.report_run)}</span>' if meta.report_run else "")
-        + ' <span>· <a href="report.md">Markdown version</a></span></p></header>',
+        + (f"<span>this report in MLflow: {_cell(meta.report_run)}</span>" if meta.report_run else "")
+        + '<span><a href="report.md">Markdown version</a></span></p></header>',
         "<h2>Summary</h2><p class=\"meta\">" + " · ".join(f"{n} {_e(k)}" for k, n in counts.items()) + "</p>",
         _table(["claim", "verdict", "effect [95% CI] (headline comparison)", "seeds/arm", "profile", "device"], rows, "summary"),
         '<div class="box"><b>How to read this report</b><ul>' + "".join(f"<li>{_e(x)}</li>" for x in HOW_TO_READ) + "</ul></div>",
@@ -177,7 +197,8 @@ def _md_table(columns: list[str], rows: list[list[Cell]]) -> str:
 def render_md(sections: list[Section], meta: Meta) -> str:
     out = ["# ablation-bench: textbook deep-learning claims, measured on CIFAR-10", "",
            f"Generated {meta.generated} from {meta.n_runs} runs in {meta.source}; studies: {', '.join(meta.studies) or 'none'}; "
-           f"code {', '.join(meta.commits) or '–'}; data: {'; '.join(meta.data_sources) or '–'}; devices: {'; '.join(meta.devices) or '–'}.",
+           f"code {', '.join(meta.commits) or '–'}; data: {'; '.join(meta.data_sources) or '–'}; "
+           f"devices: {'; '.join(meta.devices) or '–'}.",
            "", "## Summary", ""]
     rows = [[f"[{r[0]}](#claim-{r[0]})"] + [f"**{r[1]}**"] + r[2:] for r in summary_rows(sections)]
     out += [_md_table(["claim", "verdict", "effect [95% CI]", "seeds/arm", "profile", "device"], rows), "",

@@ -32,6 +32,7 @@ class Figure:
     file: str  # path relative to the report folder, e.g. figures/init-layer-std.png
     title: str
     caption: str = ""
+    width: int = 0  # pixels: wide figures take the page's full width, narrow ones sit two abreast
 
 
 @dataclass
@@ -86,7 +87,8 @@ def fmt_diff(part: Part | None) -> str:
     s = part.scale
     sign = "+" if d.diff * s > 0 else ""
     if math.isnan(d.lo):
-        return f"{sign}{fmt(d.diff * s)}{unit} (no interval: n<2)"
+        few = d.n_a < 2 or 0 < d.n_b < 2
+        return f"{sign}{fmt(d.diff * s)}{unit}" + (" (no interval: n<2)" if few else "")
     return f"{sign}{fmt(d.diff * s)}{unit} [{fmt(d.lo * s)}, {fmt(d.hi * s)}]"
 
 

@@ -1,5 +1,5 @@
-"""Interval arithmetic and tests: t intervals over seeds, Welch's t-test with its interval,
-a bootstrap interval of a difference, Holm's correction, time to a target, slopes."""
+"""Interval arithmetic and tests: t intervals over seeds, Welch's and one-sample t-tests with
+their intervals, Holm's correction, Fisher's exact test, rank correlation, time to a target, slopes."""
 from __future__ import annotations
 
 import math
@@ -98,18 +98,6 @@ def one_sample(values: Iterable[float], mu: float, level: float = LEVEL) -> Diff
     t = diff / se
     half = float(sps.t.ppf(0.5 + level / 2, n - 1) * se)
     return Diff(diff, diff - half, diff + half, t, float(2 * sps.t.sf(abs(t), n - 1)), n - 1, n, 0)
-
-
-def bootstrap_diff(a: Iterable[float], b: Iterable[float], n_boot: int = 4000, seed: int = 0,
-                   level: float = LEVEL) -> tuple[float, float]:
-    """Percentile bootstrap interval of mean(a) - mean(b), resampling seeds within each arm."""
-    x, y = _clean(a), _clean(b)
-    if len(x) < 2 or len(y) < 2:
-        return math.nan, math.nan
-    rng = np.random.default_rng(seed)
-    d = rng.choice(x, (n_boot, len(x))).mean(1) - rng.choice(y, (n_boot, len(y))).mean(1)
-    q = np.quantile(d, [0.5 - level / 2, 0.5 + level / 2])
-    return float(q[0]), float(q[1])
 
 
 def holm(pvalues: Sequence[float]) -> list[float]:

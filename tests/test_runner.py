@@ -9,27 +9,11 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from pathlib import Path
 
-import optuna
 import pytest
-from mlflow.tracking import MlflowClient
 
 from bench.studies import get_study, list_studies
-from bench.tracking import experiment_name
-
-SMOKE_SECONDS = 240  # generous bound per smoke study on 2 shared CPU cores (about a minute is typical)
-
-
-def run_study(cwd: Path, name: str, *extra: str, env: dict | None = None, timeout: int = SMOKE_SECONDS) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "bench", "study", name, "--profile", "smoke", "--no-progress", *extra],
-                          cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
-
-
-def runs_of(cwd: Path, study: str):
-    client = MlflowClient(f"sqlite:///{cwd / 'mlflow.db'}")
-    exp = client.get_experiment_by_name(experiment_name(study))
-    return client, client.search_runs([exp.experiment_id], max_results=5000)
+from studyrun import SLOW_STUDY, finished_trials, run_study, runs_of
 
 
 @pytest.mark.parametrize("name", [s.name for s in list_studies()])
@@ -66,43 +50,9 @@ def test_study_smoke_end_to_end(tmp_path, data_dir, name):
     assert client.get_metric_history(ok.info.run_id, "A01.act_std")
     artifacts = [a.path for a in client.list_artifacts(ok.info.run_id)]
     assert "record.json" in artifacts
-    again = run_study(tmp_path, name, "--data-dir", data_dir, timeout=120)  # finished: nothing reruns
+    again = run_study(tmp_path, name, "--data-dir", data_dir)  # finished: nothing reruns
     assert again.returncode == 0 and "is complete" in again.stdout
     assert len(runs_of(tmp_path, name)[1]) == len(runs)
-
-
-SLOW_STUDY = """
-name = "slow"
-claims = ["dropout"]
-[base]
-model = "mlp"
-depth = 2
-width = 256
-n_train = 2000
-n_val = 200
-n_test = 200
-epochs = 2
-[factors.dropout]
-"p0.0" = { dropout = 0.0 }
-"p0.5" = { dropout = 0.5 }
-[profiles.smoke]
-seeds = 3
-[profiles.quick]
-seeds = 2
-[profiles.full]
-seeds = 3
-"""
-
-
-def finished_trials(cwd: Path) -> list:
-    if not (cwd / "optuna/studies.journal").exists():
-        return []
-    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(cwd / "optuna/studies.journal")))
-    try:
-        study = optuna.load_study(study_name="slow/smoke/final", storage=storage)
-    except KeyError:
-        return []
-    return study.get_trials(deepcopy=False)
 
 
 @pytest.mark.parametrize("sig, expected_rc", [(signal.SIGKILL, -9), (signal.SIGINT, 130)])

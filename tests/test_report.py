@@ -1,0 +1,175 @@
+"""The report on the committed fixture (tests/fixtures/runs.json.gz, made by
+scripts/make_report_fixture.py from real smoke runs): tables, sections, links, figures, verdicts."""
+from __future__ import annotations
+
+import math
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+import report.frame as frame
+from bench.claims import CLAIMS
+from report.analyses import ANALYSES, build_sections, claim_studies
+from report.build import write_report
+from report.figures import FigureMaker
+from report.frame import read_runs
+from report.section import fmt
+from report.verdict import INCONCLUSIVE, NOT_MEASURED, PARTLY, SUPPORTED
+
+FIXTURE = Path(__file__).parent / "fixtures" / "runs.json.gz"
+CORE = {"init", "activation", "optimizer", "dropout", "batchnorm", "resnet-depth"}
+VERDICTS = {"supported", "partly supported", "contradicted", "inconclusive", NOT_MEASURED}
+
+
+@pytest.fixture(scope="module")
+def runs() -> pd.DataFrame:
+    return read_runs(FIXTURE)
+
+
+@pytest.fixture(scope="module")
+def built(runs, tmp_path_factory):
+    """The full report (with figures) built once from the fixture."""
+    out = tmp_path_factory.mktemp("report")
+    index, sections = write_report(runs, out, source="fixture")
+    return out, sections, index.read_text()
+
+
+def sections_of(df: pd.DataFrame) -> dict:
+    return {s.claim_id: s for s in build_sections(df, FigureMaker(None))}
+
+
+def test_fixture_is_small_real_and_complete(runs):
+    assert FIXTURE.stat().st_size < 2_000_000
+    assert CORE <= set(runs["study"])
+    finals = runs[runs["stage"] == "final"]
+    assert (finals.groupby(["study", "arm"])["seed"].nunique() >= 2).all()
+    assert {"tune", "final"} <= set(runs["stage"])
+    assert finals["data_source"].notna().all() and finals["device"].notna().all()
+
+
+def test_every_column_is_documented_in_the_frame_docstring(runs):
+    doc = frame.__doc__
+    for col in runs.columns:
+        name = re.sub(r"\bL\d\d\b", "Lxx", re.sub(r"\bA\d\d\b", "Axx", col))
+        family = next((f for f in ("history.<m>", "config.<key>", "factor.<name>") if name.startswith(f.split("<")[0])), name)
+        assert family in doc, f"column {col!r} is not documented in report/frame.py"
+
+
+def test_every_claim_has_a_section_and_a_summary_row(built):
+    _, sections, html = built
+    assert [s.claim_id for s in sections] == list(CLAIMS)
+    summary = html[html.index('id="summary"'):html.index("</table>", html.index('id="summary"'))]
+    assert summary.count("<tr>") == len(CLAIMS) + 1  # header + one row per claim
+    for cid in CLAIMS:
+        assert f'id="claim-{cid}"' in html and f'href="#claim-{cid}"' in summary
+
+
+def test_verdicts_come_from_the_allowed_set_with_their_rule(built):
+    _, sections, html = built
+    for s in sections:
+        assert s.verdict.label in VERDICTS
+        assert "analysis failed" not in s.verdict.reason, s.verdict.reason
+        if s.verdict.label != NOT_MEASURED:
+            assert s.parts and s.verdict.reason and "Rule:" in html
+
+
+def test_claims_without_runs_show_not_yet_measured_and_the_command(built):
+    _, sections, html = built
+    by_id = {s.claim_id: s for s in sections}
+    for cid in CLAIMS:
+        studies = claim_studies(cid)
+        if not CORE & set(studies):
+            assert by_id[cid].verdict.label == NOT_MEASURED
+            for study in studies:
+                assert f"bench study {study} --profile quick" in html and f"make study NAME={study}" in html
+
+
+def test_every_core_claim_has_a_dedicated_analysis():
+    for cid in CLAIMS:
+        if CORE & set(claim_studies(cid)):
+            assert cid in ANALYSES, cid
+
+
+def test_results_table_values_match_the_frame(runs, built):
+    _, sections, _ = built
+    sec = next(s for s in sections if s.claim_id == "zero-init")
+    table = sec.tables[0]
+    col = table.columns.index("test acc")
+    init = runs[(runs["study"] == "init") & (runs["stage"] == "final")]
+    for row in table.rows:
+        accs = init.loc[init["arm"] == row[0], "test_acc"].astype(float)
+        accs = accs.fillna(0.10)  # diverged runs count as chance
+        assert row[col].startswith(fmt(accs.mean() * 100)), (row[0], row[col])
+        assert row[1] == str(init.loc[init["arm"] == row[0], "seed"].nunique())
+
+
+def test_setup_names_data_device_epochs_and_tuned_learning_rates(runs, built):
+    _, sections, _ = built
+    act = dict(next(s for s in sections if s.claim_id == "nonlinearity").setup)
+    finals = runs[(runs["study"] == "activation") & (runs["stage"] == "final")]
+    assert finals["data_source"].iloc[0] in act["Data"]
+    assert finals["device"].iloc[0] in act["Device"]
+    assert act["Epochs"] == str(int(finals["config.epochs"].iloc[0]))
+    assert "Tuned lr:" in act["Tuning"] and all(arm in act["Tuning"] for arm in finals["arm"])
+    init = dict(next(s for s in sections if s.claim_id == "zero-init").setup)
+    assert init["Tuning"].startswith("none")
+
+
+def test_every_final_run_links_to_its_mlflow_page(runs, built):
+    _, _, html = built
+    for _, r in runs[runs["stage"] == "final"].iterrows():
+        if r["study"] in CORE:
+            assert f"#/experiments/{r['experiment_id']}/runs/{r['run_id']}" in html
+
+
+def test_figures_exist_and_are_referenced_by_both_documents(built):
+    out, sections, html = built
+    images = re.findall(r'<img src="([^"]+)"', html)
+    assert len(images) >= 15
+    for src in images:
+        assert (out / src).stat().st_size > 5000, src
+    md = (out / "report.md").read_text()
+    assert all(f"]({src})" in md for src in images)
+    assert all(f"claim-{cid}" in md for cid in CLAIMS)
+
+
+def _init_with(runs: pd.DataFrame, he: list[float], xavier: list[float]) -> pd.DataFrame:
+    """The fixture with the test accuracy of the deepest He/Xavier ReLU arms replaced."""
+    df = runs.copy()
+    final = (df["study"] == "init") & (df["stage"] == "final") & (df["factor.activation"] == "relu")
+    deepest = df.loc[final, "config.depth"].max()
+    for init, accs in (("he", he), ("xavier", xavier)):
+        m = final & (df["factor.init"] == init) & (df["config.depth"] == deepest)
+        df.loc[m, "status"] = "ok"
+        df.loc[m, "test_acc"] = [accs[int(s)] for s in df.loc[m, "seed"]]
+    return df
+
+
+def test_constructed_cases_drive_the_claim_verdict(runs):
+    clear = sections_of(_init_with(runs, he=[0.50, 0.51], xavier=[0.30, 0.31]))["xavier-vs-he"]
+    assert clear.verdict.label == SUPPORTED, clear.verdict.reason
+    same = sections_of(_init_with(runs, he=[0.40, 0.42], xavier=[0.41, 0.40]))["xavier-vs-he"]
+    assert same.verdict.label == PARTLY and "within noise" in same.verdict.reason  # std part holds, accuracy not
+    one_seed = sections_of(runs[runs["seed"] != 1])["xavier-vs-he"]
+    assert one_seed.verdict.label == INCONCLUSIVE and "fewer than 2 seeds" in one_seed.verdict.reason
+
+
+def test_diverged_runs_are_counted_in_the_section(runs):
+    df = runs.copy()
+    m = (df["study"] == "dropout") & (df["stage"] == "final") & (df["arm"] == "p0.7")
+    df.loc[m, ["status", "test_acc", "train_acc"]] = ["diverged", math.nan, math.nan]
+    table = sections_of(df)["dropout"].tables[0]
+    row = next(r for r in table.rows if r[0] == "p0.7")
+    assert row[2] == f"{int(m.sum())}/{int(m.sum())}" and row[table.columns.index("test acc")].startswith("10 ")
+
+
+def test_report_code_never_imports_torch():
+    code = ("import sys, report.build, report.analyses, report.render, report.load\n"
+            "from report.analyses import build_sections\nfrom report.figures import FigureMaker\n"
+            f"from report.frame import read_runs\nbuild_sections(read_runs({str(FIXTURE)!r}), FigureMaker(None))\n"
+            "assert 'torch' not in sys.modules, 'report imported torch'")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=300)

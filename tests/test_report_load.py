@@ -1,0 +1,97 @@
+"""Loading runs from MLflow and logging the report, on a temporary store filled with fixture
+records (no training, no data needed): flattening, stage/status filtering, de-duplication,
+and `build_report` writing the folder and logging it as a run of "bench/report"."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from report.build import build_report
+from report.frame import read_runs
+from report.load import flatten, load_runs, run_url
+
+FIXTURE = Path(__file__).parent / "fixtures" / "runs.json.gz"
+META = {"run_id", "experiment_id", "run_name", "url", "start_time", "study", "arm", "seed", "stage", "profile", "claims",
+        "tuned_lr", "tune_lr"}
+
+
+def record_of(row) -> dict:
+    """The trial record a fixture row was flattened from."""
+    return {k: v for k, v in row.items() if k not in META and not k.startswith("factor.")
+            and not (isinstance(v, float) and math.isnan(v))}
+
+
+def tags_of(row) -> dict[str, str]:
+    tags = {"bench.study": row["study"], "bench.arm": row["arm"], "bench.seed": str(row["seed"]),
+            "bench.stage": row["stage"], "bench.profile": row["profile"], "bench.claims": row["claims"]}
+    tags.update({f"bench.factor.{k[7:]}": v for k, v in row.items() if k.startswith("factor.") and isinstance(v, str)})
+    if isinstance(row.get("tuned_lr"), float) and not math.isnan(row["tuned_lr"]):
+        tags["bench.tuned_lr"] = str(row["tuned_lr"])
+    return tags
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    """A SQLite MLflow store with the fixture's dropout runs logged as `bench study` logs them."""
+    root = tmp_path_factory.mktemp("mlflow")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri)
+    rows = read_runs(FIXTURE)
+    rows = rows[rows["study"] == "dropout"]
+    exp = client.create_experiment("bench/dropout", artifact_location=str(root / "artifacts"))
+    parent = client.create_run(exp, tags={"bench.kind": "study", "bench.study": "dropout"}).info.run_id
+    ids = []
+    for _, row in rows.iterrows():
+        run = client.create_run(exp, run_name=row["run_name"], tags={**tags_of(row), "mlflow.parentRunId": parent})
+        client.log_dict(run.info.run_id, record_of(row), "record.json")
+        client.set_terminated(run.info.run_id, "FINISHED")
+        ids.append(run.info.run_id)
+    first = rows.iloc[0]  # the same arm and seed again, later: the newer final run wins
+    again = client.create_run(exp, tags=tags_of(first))
+    client.log_dict(again.info.run_id, {**record_of(first), "test_acc": 0.987}, "record.json")
+    client.set_terminated(again.info.run_id, "FINISHED")
+    crashed = client.create_run(exp, tags=tags_of(first))  # failed: no record
+    client.set_terminated(crashed.info.run_id, "FAILED")
+    client.create_run(exp, tags=tags_of(first))  # still running: not read
+    client.set_terminated(parent, "FINISHED")
+    return uri, root, rows, again.info.run_id, exp
+
+
+def test_load_runs_reads_every_finished_trial_once(store):
+    uri, _, rows, newest, exp = store
+    df = load_runs(uri, "dropout")
+    assert len(df) == len(rows) and set(df["stage"]) == {"final"}
+    first = rows.iloc[0]
+    dup = df[(df["arm"] == first["arm"]) & (df["seed"] == first["seed"])]
+    assert list(dup["run_id"]) == [newest] and dup["test_acc"].iloc[0] == 0.987
+    assert set(df["factor.dropout"]) == set(rows["factor.dropout"])
+    assert (df["url"] == [run_url(exp, r) for r in df["run_id"]]).all()
+    assert load_runs(uri, "init").empty
+
+
+def test_flatten_maps_tags_to_columns():
+    row = flatten({"status": "ok", "test_acc": 0.5, "history.val_acc": [0.1, 0.4]}, "abc", "7",
+                  {"bench.study": "optimizer", "bench.arm": "adam", "bench.seed": "1", "bench.stage": "final",
+                   "bench.profile": "quick", "bench.tuned_lr": "0.003", "bench.factor.optimizer": "adam"}, 123, "final adam")
+    assert row["factor.optimizer"] == "adam" and row["seed"] == 1 and row["tuned_lr"] == 0.003
+    assert math.isnan(row["tune_lr"]) and row["url"].endswith("/#/experiments/7/runs/abc")
+    assert row["history.val_acc"] == [0.1, 0.4]
+
+
+def test_build_report_writes_the_folder_and_logs_it_to_mlflow(store):
+    uri, root, *_ = store
+    out = root / "out"
+    index = build_report(uri, str(out), "dropout")
+    assert index == out / "index.html" and index.exists() and (out / "report.md").exists()
+    html = index.read_text()
+    assert 'id="claim-dropout"' in html and 'id="claim-zero-init"' not in html  # --study keeps its claims only
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name("bench/report")
+    (run,) = client.search_runs([exp.experiment_id])
+    assert run.info.status == "FINISHED" and run.data.tags["verdict.dropout"] in html
+    assert f"#/experiments/{exp.experiment_id}/runs/{run.info.run_id}" in html  # the page links its own MLflow run
+    logged = {a.path for a in client.list_artifacts(run.info.run_id, "report")}
+    assert "report/index.html" in logged and "report/figures" in logged

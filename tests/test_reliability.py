@@ -114,11 +114,10 @@ def free_port() -> int:
 def postgres_dbs():
     if not POSTGRES:
         pytest.skip("no PostgreSQL: set BENCH_TEST_POSTGRES (.ci/run installs and starts one on 127.0.0.1)")
-    import psycopg2
+    import psycopg
 
     names = [f"bench_{kind}_{uuid.uuid4().hex[:8]}" for kind in ("optuna", "mlflow")]
-    admin = psycopg2.connect(POSTGRES)
-    admin.autocommit = True
+    admin = psycopg.connect(POSTGRES, autocommit=True)
     with admin.cursor() as cur:
         for name in names:
             cur.execute(f"CREATE DATABASE {name}")

@@ -98,10 +98,11 @@ def _expect(ok: bool, path: Path, where: str, expected: str) -> None:
         raise StudyError(f"{path}: field '{where}': expected {expected}")
 
 
-def _check_config(path: Path, where: str, overrides: Any) -> dict[str, Any]:
+def _check_config(path: Path, where: str, overrides: Any, context: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Type-check `overrides` now, not mid-study, on top of `context` (the study's base)."""
     _expect(isinstance(overrides, dict), path, where, "a table of config key = value")
     try:
-        make_config(overrides)  # type-check every key and value now, not mid-study
+        make_config({**(context or {}), **overrides})
     except ConfigError as exc:
         raise StudyError(f"{path}: field '{where}': {exc}") from None
     return dict(overrides)
@@ -126,7 +127,7 @@ def load_study(path: Path) -> Study:
             "a table [factors.<name>] of arm = {config overrides}")
     for fname, arms in raw["factors"].items():
         _expect(isinstance(arms, dict) and bool(arms), path, f"factors.{fname}", "a table of arm-name = {config overrides}")
-        factors[fname] = {a: _check_config(path, f"factors.{fname}.{a}", ov) for a, ov in arms.items()}
+        factors[fname] = {a: _check_config(path, f"factors.{fname}.{a}", ov, base) for a, ov in arms.items()}
     tuning = None
     if "tuning" in raw:
         t = raw["tuning"]
@@ -151,7 +152,7 @@ def load_study(path: Path) -> Study:
             _expect(fname in factors, path, f"{where}.arms.{fname}", f"a factor name ({', '.join(factors)})")
             _expect(isinstance(names, list) and all(n in factors[fname] for n in names), path, f"{where}.arms.{fname}",
                     f"a list of arms of factor {fname} ({', '.join(factors[fname])})")
-        profiles[pname] = Profile(p["seeds"], _check_config(path, f"{where}.base", p.get("base", {})), p.get("tuning_trials"), arms)
+        profiles[pname] = Profile(p["seeds"], _check_config(path, f"{where}.base", p.get("base", {}), base), p.get("tuning_trials"), arms)
     _expect(isinstance(raw.get("oom_retry", True), bool), path, "oom_retry", "true or false")
     study = Study(raw["name"], str(path), raw.get("description", ""), tuple(claims), base, factors, tuning, profiles,
                   raw.get("oom_retry", True))

@@ -130,6 +130,7 @@ class StudyRun:
         done, total = self.plan()
         label = f"study {self.study.name} ({self.profile})"
         if done == total:
+            self._run_extras()
             print(f"{label} is complete: {done}/{total} trials finished; nothing to run. `bench report` reads them.")
             return 0
         print(f"{label}: {total - done} of {total} trials to run ({done} already finished); "
@@ -167,11 +168,31 @@ class StudyRun:
             self.bar.close()
             if own_parent:
                 self.tracker.end_run(self.parent, status if not self.failures or status == "KILLED" else "FAILED")
+        if own_parent:
+            self._run_extras()
         done, total = self.plan()
         print(f"{label}: {done}/{total} trials finished" + (f"; {len(self.failures)} failed and will be rerun next time:" if self.failures else ""))
         for line in self.failures:
             print(f"  {line}")
         return 1 if self.failures else 0
+
+    def _run_extras(self) -> None:
+        """Each of the study's extras once (a finished extra run is not repeated)."""
+        from .extras import EXTRAS
+
+        for name in self.study.extras:
+            query = f"tags.`bench.kind` = 'extra' AND tags.`bench.extra` = '{name}' AND attributes.status = 'FINISHED'"
+            if self.tracker.client.search_runs([self.tracker.experiment_id], query, max_results=1):
+                continue
+            print(f"extra {name}: {EXTRAS.help(name)}", flush=True)
+            run_id = self.tracker.start_run(f"extra {name}", {"bench.study": self.study.name, "bench.kind": "extra",
+                                                             "bench.extra": name, "bench.profile": self.profile, **worker_tags()})
+            try:
+                self.tracker.log_dict(run_id, EXTRAS.get(name)(), f"{name}.json")
+            except BaseException:
+                self.tracker.end_run(run_id, "FAILED")
+                raise
+            self.tracker.end_run(run_id, "FINISHED")
 
     def _spawn_workers(self) -> list[subprocess.Popen]:
         """Start workers-1 more processes on the same stores and parent run; this one is worker 1."""

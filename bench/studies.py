@@ -61,6 +61,7 @@ class Study:
     tuning: Tuning | None
     profiles: dict[str, Profile]
     oom_retry: bool = True  # out of device memory: retry a trial once at half the batch size
+    extras: tuple[str, ...] = ()  # measurements made once per study besides the trials (bench/extras.py)
 
     def arms(self, profile: str) -> list[Arm]:
         """The cross product of the factors' arms that `profile` runs, in file order."""
@@ -114,7 +115,7 @@ def load_study(path: Path) -> Study:
         raw = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as exc:
         raise StudyError(f"{path}: not valid TOML: {exc}") from None
-    known = {"name", "description", "claims", "base", "factors", "tuning", "profiles", "oom_retry"}
+    known = {"name", "description", "claims", "base", "factors", "tuning", "profiles", "oom_retry", "extras"}
     for key in raw:
         _expect(key in known, path, key, f"one of {', '.join(sorted(known))}")
     _expect(isinstance(raw.get("name"), str) and raw["name"] == path.stem, path, "name", f"the file's stem {path.stem!r}")
@@ -154,8 +155,12 @@ def load_study(path: Path) -> Study:
                     f"a list of arms of factor {fname} ({', '.join(factors[fname])})")
         profiles[pname] = Profile(p["seeds"], _check_config(path, f"{where}.base", p.get("base", {}), base), p.get("tuning_trials"), arms)
     _expect(isinstance(raw.get("oom_retry", True), bool), path, "oom_retry", "true or false")
+    from .extras import EXTRAS
+
+    extras = raw.get("extras", [])
+    _expect(isinstance(extras, list) and all(e in EXTRAS for e in extras), path, "extras", f"a list of names from: {', '.join(EXTRAS)}")
     study = Study(raw["name"], str(path), raw.get("description", ""), tuple(claims), base, factors, tuning, profiles,
-                  raw.get("oom_retry", True))
+                  raw.get("oom_retry", True), tuple(extras))
     for pname in PROFILES:  # every arm's full config must be valid in every profile
         for arm in study.arms(pname):
             try:

@@ -50,6 +50,10 @@ def test_study_smoke_end_to_end(tmp_path, data_dir, name):
     assert client.get_metric_history(ok.info.run_id, "A01.act_std")
     artifacts = [a.path for a in client.list_artifacts(ok.info.run_id)]
     assert "record.json" in artifacts
+    extras = [r for r in runs if r.data.tags.get("bench.kind") == "extra"]
+    assert sorted(r.data.tags["bench.extra"] for r in extras) == sorted(study.extras)
+    for r in extras:
+        assert r.info.status == "FINISHED" and f"{r.data.tags['bench.extra']}.json" in [a.path for a in client.list_artifacts(r.info.run_id)]
     again = run_study(tmp_path, name, "--data-dir", data_dir)  # finished: nothing reruns
     assert again.returncode == 0 and "is complete" in again.stdout
     assert len(runs_of(tmp_path, name)[1]) == len(runs)

@@ -61,6 +61,7 @@ def test_arm_configs_layer_base_profile_arm(tmp_path):
      "profiles.smoke.arms.dropout", "a list of arms of factor dropout"),
     (lambda t: t + '\n[tuning]\nlow = 1.0\nhigh = 0.1\n', "tuning.low/high", "0 < low < high"),
     (lambda t: t.replace('[base]', '[base\n'), None, "not valid TOML"),
+    (lambda t: 'extras = ["fireworks"]\n' + t, "extras", "a list of names from: trajectories"),
 ])
 def test_malformed_study_names_file_field_expected(tmp_path, edit, field, expected):
     path = write(tmp_path, edit(GOOD.format(name="mystudy")))

@@ -206,6 +206,8 @@ class StudyRun:
         return [subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL) for _ in range(self.workers - 1)]
 
     def _refresh_bar(self) -> None:
+        if self.bar.disable:
+            return
         self.bar.n = self.plan()[0]  # counts every worker's trials, not only ours
         self.bar.refresh()
 

@@ -1,10 +1,11 @@
-"""The registry of claim analyses (claim id -> function(runs frame, FigureMaker) -> Section)
-and the sections for claims without runs or without a dedicated analysis."""
+"""The registry of claim analyses (claim id -> function(runs frame, FigureMaker) -> Section; analyses
+registered with extras=True also get the study extras, see report/frame.py) and the sections for
+claims without runs or without a dedicated analysis."""
 from __future__ import annotations
 
 import os
 import traceback
-from typing import Callable
+from typing import Any, Callable
 
 import pandas as pd
 
@@ -16,17 +17,21 @@ from .frame import finals, tunes
 from .section import Section
 from .verdict import INCONCLUSIVE, NOT_MEASURED, Verdict
 
-Analysis = Callable[[pd.DataFrame, FigureMaker], Section]
+Analysis = Callable[..., Section]  # (runs frame, FigureMaker[, extras]) -> Section
+Extras = dict[str, dict[str, Any]]  # extras[study][name]: see report/frame.py, "Extras"
 ANALYSES: dict[str, Analysis] = {}
+WANTS_EXTRAS: set[str] = set()  # claim ids whose analysis takes the extras as a third argument
 
 
-def analysis(claim_id: str) -> Callable[[Analysis], Analysis]:
-    """Register the analysis that answers `claim_id` (one per claim id from CLAIMS)."""
+def analysis(claim_id: str, extras: bool = False) -> Callable[[Analysis], Analysis]:
+    """Register the analysis that answers `claim_id` (one per claim id from CLAIMS); extras=True: it is
+    called as fn(df, figs, extras)."""
     if claim_id not in CLAIMS:
         raise KeyError(f"unknown claim id {claim_id!r}; valid: {', '.join(CLAIMS)}")
 
     def wrap(fn: Analysis) -> Analysis:
         ANALYSES[claim_id] = fn
+        (WANTS_EXTRAS.add if extras else WANTS_EXTRAS.discard)(claim_id)
         return fn
     return wrap
 
@@ -88,10 +93,12 @@ def generic(claim_id: str, df: pd.DataFrame, figs: FigureMaker) -> Section:
     return sec
 
 
-def _guarded(claim_id: str, df: pd.DataFrame, figs: FigureMaker) -> Section:
+def _guarded(claim_id: str, df: pd.DataFrame, figs: FigureMaker, extras: Extras) -> Section:
     """Run a claim's analysis; if it fails, the report still comes out, with the error in that section
     (and the traceback on stderr). BENCH_DEBUG=1 raises instead."""
     try:
+        if claim_id in WANTS_EXTRAS:
+            return ANALYSES[claim_id](df, figs, extras)
         return ANALYSES[claim_id](df, figs)
     except Exception as exc:
         if os.environ.get("BENCH_DEBUG"):
@@ -103,9 +110,12 @@ def _guarded(claim_id: str, df: pd.DataFrame, figs: FigureMaker) -> Section:
         return sec
 
 
-def build_sections(df: pd.DataFrame, figs: FigureMaker, study: str | None = None) -> list[Section]:
-    """One section per claim id in CLAIMS order (only `study`'s claims when given)."""
-    from . import claims_activation, claims_init, claims_optimizer, claims_speed, claims_training  # noqa: F401  (register)
+def build_sections(df: pd.DataFrame, figs: FigureMaker, study: str | None = None,
+                   extras: Extras | None = None) -> list[Section]:
+    """One section per claim id in CLAIMS order (only `study`'s claims when given); `extras`: the study
+    extras (report/frame.py, "Extras"), {} when none were logged."""
+    from . import (claims_activation, claims_init, claims_inputs, claims_noise, claims_optimizer,  # noqa: F401
+                   claims_schedule, claims_speed, claims_training)  # (register their analyses)
 
     out = []
     for claim_id in CLAIMS:
@@ -116,7 +126,7 @@ def build_sections(df: pd.DataFrame, figs: FigureMaker, study: str | None = None
         if not measured:
             sec = not_measured(claim_id, df)
         elif claim_id in ANALYSES:
-            sec = _guarded(claim_id, df, figs)
+            sec = _guarded(claim_id, df, figs, extras or {})
         else:
             sec = generic(claim_id, df, figs)
         sec.figures = [f for f in sec.figures if f is not None]

@@ -10,7 +10,7 @@ import pandas as pd
 
 from .analyses import build_sections
 from .figures import FigureMaker
-from .load import REPORT_EXPERIMENT, load_runs, run_url
+from .load import REPORT_EXPERIMENT, load_extras, load_runs, run_url
 from .render import Meta, render_html, render_md
 from .section import Link, Section
 
@@ -20,13 +20,15 @@ def _values(df: pd.DataFrame, column: str) -> list[str]:
 
 
 def write_report(df: pd.DataFrame, out: str | Path, study: str | None = None, source: str = "",
-                 figures: bool = True, report_run: Link | None = None) -> tuple[Path, list[Section]]:
-    """Render the runs frame (columns: report/frame.py) into `out`; returns (index.html path, sections)."""
+                 figures: bool = True, report_run: Link | None = None,
+                 extras: dict | None = None) -> tuple[Path, list[Section]]:
+    """Render the runs frame (columns: report/frame.py) and the study extras (report/frame.py, "Extras")
+    into `out`; returns (index.html path, sections)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     for old in (out / "figures").glob("*.png"):  # figures of an earlier build must not linger
         old.unlink()
-    sections = build_sections(df, FigureMaker(out if figures else None), study)
+    sections = build_sections(df, FigureMaker(out if figures else None), study, extras)
     finals = df[df["stage"] == "final"] if len(df) else df
     meta = Meta(generated=time.strftime("%Y-%m-%d %H:%M:%S"), source=source or "a runs table", n_runs=len(df),
                 studies=_values(finals, "study"), commits=_values(finals, "git_commit"),
@@ -46,6 +48,7 @@ def build_report(tracking_uri: str, out: str = "report/out", study: str | None =
     from bench.tracking import redact
 
     df = load_runs(tracking_uri, study)
+    extras = load_extras(tracking_uri, study)
     client = MlflowClient(tracking_uri=tracking_uri)
     run_id, link = None, None
     try:
@@ -56,7 +59,7 @@ def build_report(tracking_uri: str, out: str = "report/out", study: str | None =
         link = Link(run_id[:8], run_url(exp_id, run_id))
     except Exception as exc:  # the report on disk is the product; MLflow logging is a copy
         print(f"warning: could not create the MLflow report run: {type(exc).__name__}: {exc}", file=sys.stderr)
-    index, sections = write_report(df, out, study, source=redact(tracking_uri), report_run=link)
+    index, sections = write_report(df, out, study, source=redact(tracking_uri), report_run=link, extras=extras)
     if run_id is not None:
         try:
             client.log_batch(run_id, params=[Param("n_runs", str(len(df))), Param("out", str(Path(out).resolve()))],

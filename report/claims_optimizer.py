@@ -6,11 +6,12 @@ import math
 import numpy as np
 import pandas as pd
 
-from .analyses import analysis, start
+from . import trajectories
+from .analyses import Extras, analysis, start
 from .common import arm_table, check, compare, final_acc, learning_area, mean_of, run_links, values
 from .figures import FigureMaker
 from .frame import num, row_layers, series
-from .section import Section, fmt
+from .section import Link, Section, fmt, short
 from .stats import loglog_slope, one_sample, spearman
 from .verdict import Part, decide
 
@@ -26,8 +27,8 @@ def _tuned(runs: pd.DataFrame) -> str:
     return ", ".join(f"{a} {fmt(v)}" for a, v in lr.items())
 
 
-@analysis("momentum")
-def momentum(df: pd.DataFrame, figs: FigureMaker) -> Section:
+@analysis("momentum", extras=True)
+def momentum(df: pd.DataFrame, figs: FigureMaker, extras: Extras) -> Section:
     sec, runs, _ = start("momentum", df, "optimizer")
     sub = _arms(runs, "sgd", "momentum", "nesterov")
     sec.tables.append(arm_table("SGD vs momentum vs Nesterov, each at its own tuned learning rate (accuracy in %)", sub, [
@@ -43,11 +44,21 @@ def momentum(df: pd.DataFrame, figs: FigureMaker) -> Section:
         "A fair comparison gives each optimizer its own tuned learning rate: " + _tuned(sub) + ". Heavy-ball "
         "momentum with β = 0.9 multiplies the long-run step by 1/(1−β) = 10, so its best lr is expected to be "
         "about 10× smaller than SGD's; compared at one shared lr, one of them would be handicapped.",
-        "Not measured here: the damping of oscillations itself (the per-step trajectory on an ill-conditioned "
-        "surface). The per-epoch curves show progress, not the zig-zag within an epoch.",
     ]
     sec.figures.append(figs.curves("opt-momentum-curves", "SGD vs momentum vs Nesterov (tuned lr each)", sub,
                                    [("train_loss", "training loss"), ("val_acc", "validation accuracy")]))
+    traj = extras.get("optimizer", {}).get("trajectories")
+    if traj and traj.get("surfaces"):
+        sec.notes.append(trajectories.notes(traj))
+        sec.tables.append(trajectories.table(traj))
+        sec.figures.append(trajectories.figure(figs, "opt-trajectories", traj))
+        if traj.get("run_id") and traj.get("url"):
+            sec.runs.append(Link(short(traj["run_id"]), traj["url"]))
+    else:
+        sec.notes.append("Not measured yet: the damping of oscillations itself (the per-step path on an ill-conditioned "
+                         f"surface); the per-epoch curves show progress, not the zig-zag within an epoch. `{trajectories.COMMAND}` "
+                         "logs these paths (the `trajectories` extra, run tagged bench.extra=trajectories); rebuild the "
+                         "report after it.")
     return sec
 
 

@@ -7,8 +7,8 @@ import numpy as np
 import pandas as pd
 
 from .analyses import analysis, start
-from .common import (CHANCE, arm_table, compare, diverged, error, final_acc, gap, hist_at, learning_area, mean_of, paired,
-                     run_links, values)
+from .common import (CHANCE, arm_table, compare, diverged, error, failed, final_acc, gap, hist_at, learning_area, mean_of,
+                     paired, run_links, select, values)
 from .figures import FigureMaker
 from .frame import row_layers, series
 from .section import Section, Table, fmt
@@ -16,14 +16,6 @@ from .stats import Diff, fisher_less, welch
 from .verdict import Part, decide
 
 MARGIN = 0.02  # "equivalent" test accuracy: within 2 points
-FAILED_ACC = 0.15  # a run at or below this test accuracy (chance + 5 points) did not train
-
-
-def _sel(runs: pd.DataFrame, **levels: str | tuple) -> pd.DataFrame:
-    m = pd.Series(True, index=runs.index)
-    for f, v in levels.items():
-        m &= runs[f"factor.{f}"].isin([v] if isinstance(v, str) else v)
-    return runs[m]
 
 
 def _pct(runs: pd.DataFrame) -> float:
@@ -36,8 +28,8 @@ def dropout(df: pd.DataFrame, figs: FigureMaker) -> Section:
     sec.tables.append(arm_table("Accuracy and overfitting gap per dropout rate (accuracy in %)", runs, [
         ("test acc", final_acc("test"), 100), ("train acc", final_acc("train"), 100),
         ("train − test gap", gap, 100), ("test loss", lambda r: np.nan if diverged(r) else r["test_loss"], 1)]))
-    p0, p5 = _sel(runs, dropout="p0.0"), _sel(runs, dropout="p0.5")
-    classic, unscaled = _sel(runs, dropout="p0.5-classic"), _sel(runs, dropout="p0.5-unscaled")
+    p0, p5 = select(runs, dropout="p0.0"), select(runs, dropout="p0.5")
+    classic, unscaled = select(runs, dropout="p0.5-classic"), select(runs, dropout="p0.5-unscaled")
     eq = welch(values(classic, final_acc("test")), values(p5, final_acc("test")))
     parts = [
         compare("dropout reduces overfitting (smaller train − test gap)", "p0.5 − p0.0, train − test accuracy gap",
@@ -63,7 +55,7 @@ def dropout(df: pd.DataFrame, figs: FigureMaker) -> Section:
         f"Measured without scaling vs inverted: test accuracy {fmt(m['accu'] * 100)}% vs {fmt(m['acc5'] * 100)}%, "
         f"test loss {fmt(m['lossu'])} vs {fmt(m['loss5'])} nats.",
     ]
-    rates = _sel(runs, dropout=tuple(a for a in runs["factor.dropout"].unique() if "-" not in a))
+    rates = select(runs, dropout=tuple(a for a in runs["factor.dropout"].unique() if "-" not in a))
     long = pd.DataFrame([(r["factor.dropout"], name, f(r) * 100) for _, r in rates.iterrows()
                          for name, f in (("test accuracy (%)", final_acc("test")), ("train − test gap (pts)", gap))],
                         columns=["dropout", "metric", "value"])
@@ -84,10 +76,6 @@ def grad_spread(row: pd.Series) -> float:
     return float(np.mean(spreads)) if spreads else math.nan
 
 
-def failed(row: pd.Series) -> bool:
-    return diverged(row) or final_acc("test")(row) <= FAILED_ACC
-
-
 def _lr_value(runs: pd.DataFrame) -> dict[str, float]:
     return runs.groupby("factor.lr")["config.lr"].first().astype(float).to_dict()
 
@@ -95,7 +83,7 @@ def _lr_value(runs: pd.DataFrame) -> dict[str, float]:
 @analysis("batchnorm")
 def batchnorm(df: pd.DataFrame, figs: FigureMaker) -> Section:
     sec, runs, _ = start("batchnorm", df, "batchnorm")
-    bn, nobn = _sel(runs, norm="bn"), _sel(runs, norm="no-bn")
+    bn, nobn = select(runs, norm="bn"), select(runs, norm="no-bn")
     lrs = _lr_value(runs)
     sec.tables.append(arm_table("Per arm: accuracy (%), progress and gradient spread", runs, [
         ("test acc", final_acc("test"), 100), ("mean val acc over epochs", learning_area("val"), 100),
@@ -103,9 +91,9 @@ def batchnorm(df: pd.DataFrame, figs: FigureMaker) -> Section:
     rows = []
     for init in dict.fromkeys(runs["factor.init"]):
         for norm in ("bn", "no-bn"):
-            sub = _sel(runs, norm=norm, init=init)
+            sub = select(runs, norm=norm, init=init)
             stable = [lr for lr in sorted(set(sub["factor.lr"]), key=lrs.get)
-                      if not any(failed(r) for _, r in _sel(sub, lr=lr).iterrows())]
+                      if not any(failed(r) for _, r in select(sub, lr=lr).iterrows())]
             n_bad = sum(failed(r) for _, r in sub.iterrows())
             rows.append([init, norm, fmt(lrs[stable[-1]]) if stable else "none", f"{n_bad}/{len(sub)}", run_links(sub)])
     sec.tables.append(Table("Largest stable learning rate", ["init", "norm", "largest lr where every run trained",
@@ -160,10 +148,10 @@ def resnet_depth(df: pd.DataFrame, figs: FigureMaker) -> Section:
         ("train error", error("train"), 100), ("test error", error("test"), 100),
         ("first-layer grad norm, init", hist_at("L01.grad_norm", 0), 1),
         ("first-layer grad norm, trained", hist_at("L01.grad_norm", -1), 1)]))
-    p_deep, r_deep = _sel(runs, shortcut="plain", depth=deep), _sel(runs, shortcut="residual", depth=deep)
+    p_deep, r_deep = select(runs, shortcut="plain", depth=deep), select(runs, shortcut="residual", depth=deep)
     parts = [
         compare(f"plain nets degrade with depth (training error rises from {shallow} to {deep})",
-                f"plain {deep} − plain {shallow}, train error", p_deep, _sel(runs, shortcut="plain", depth=shallow),
+                f"plain {deep} − plain {shallow}, train error", p_deep, select(runs, shortcut="plain", depth=shallow),
                 error("train"), unit="pts", scale=100),
         compare(f"residual nets train better than plain nets at depth {deep}", f"residual − plain ({deep}), train error",
                 r_deep, p_deep, error("train"), expected=-1, unit="pts", scale=100),
@@ -171,7 +159,7 @@ def resnet_depth(df: pd.DataFrame, figs: FigureMaker) -> Section:
                 error("test"), expected=-1, unit="pts", scale=100),
     ]
     sec.verdict, sec.parts = decide(parts)
-    e = {(s, d): mean_of(values(_sel(runs, shortcut=s, depth=d), error("train"))) * 100
+    e = {(s, d): mean_of(values(select(runs, shortcut=s, depth=d), error("train"))) * 100
          for s in ("plain", "residual") for d in (shallow, deep)}
     sec.notes = [
         "The claim is about the degradation problem (He et al. 2016): deeper plain nets reach a higher *training* "

@@ -10,10 +10,11 @@ import pandas as pd
 
 from .frame import at_epoch, num, row_layers, series
 from .section import Link, Table, fmt, fmt_iv, short
-from .stats import crossing, one_sample, t_interval, welch
+from .stats import Diff, crossing, fisher_less, one_sample, t_interval, welch
 from .verdict import Part
 
 CHANCE = 0.10  # accuracy a diverged run is counted at (10 classes): counted, never dropped
+FAILED_ACC = 0.15  # a run at or below this test accuracy (chance + 5 points) did not train
 Metric = Callable[[pd.Series], float]  # one number from one run (row of the runs frame)
 
 DIVERGED_NOTE = ("Diverged runs are counted, not dropped: their accuracy counts as chance (0.10), their "
@@ -22,6 +23,62 @@ DIVERGED_NOTE = ("Diverged runs are counted, not dropped: their accuracy counts 
 
 def diverged(row: pd.Series) -> bool:
     return row.get("status") == "diverged"
+
+
+def failed(row: pd.Series) -> bool:
+    """Diverged, or ended at or below FAILED_ACC test accuracy (did not train)."""
+    return diverged(row) or final_acc("test")(row) <= FAILED_ACC
+
+
+def select(runs: pd.DataFrame, **levels: str | tuple) -> pd.DataFrame:
+    """Runs whose factor.<name> is the given level (or one of a tuple of levels), e.g. select(runs, lr="lr0.1")."""
+    m = pd.Series(True, index=runs.index)
+    for f, v in levels.items():
+        m &= runs[f"factor.{f}"].isin([v] if isinstance(v, str) else v)
+    return runs[m]
+
+
+def level_values(runs: pd.DataFrame, factor: str, key: str) -> dict[str, float]:
+    """{level of factor.<factor>: its config.<key> as a float}, in ascending value (e.g. {"lr0.01": 0.01, ...})."""
+    if not len(runs):
+        return {}
+    vals = runs.groupby(f"factor.{factor}")[f"config.{key}"].first().astype(float)
+    return dict(sorted(vals.items(), key=lambda kv: kv[1]))
+
+
+def best_level(runs: pd.DataFrame, by: str, metric: Metric) -> str | None:
+    """The value of column `by` (e.g. "factor.lr", "arm") whose runs have the highest mean `metric` (ties: the first)."""
+    means = {lvl: mean_of(values(sub, metric)) for lvl, sub in runs.groupby(by, sort=False)} if len(runs) else {}
+    means = {k: v for k, v in means.items() if math.isfinite(v)}
+    return max(means, key=means.get) if means else None
+
+
+def failure_part(assertion: str, label: str, a: pd.DataFrame, b: pd.DataFrame) -> Part:
+    """Fisher exact test (one-sided) that runs `a` fail (diverge or do not train) less often than runs `b`."""
+    bad_a, bad_b = sum(failed(r) for _, r in a.iterrows()), sum(failed(r) for _, r in b.iterrows())
+    rate = bad_a / max(len(a), 1) - bad_b / max(len(b), 1)
+    p = fisher_less(bad_a, len(a), bad_b, len(b))
+    n_min = min(a["seed"].nunique() if len(a) else 0, b["seed"].nunique() if len(b) else 0)
+    return Part(assertion, label, "Fisher exact test (one-sided)",
+                diff=Diff(rate, math.nan, math.nan, math.nan, p, math.nan, len(a), len(b)), expected=-1, unit="pts",
+                scale=100, n_min=n_min, evidence=f"failed {bad_a}/{len(a)} vs {bad_b}/{len(b)}", runs=run_links(pd.concat([a, b])))
+
+
+def grid_table(title: str, runs: pd.DataFrame, rows: tuple[str, list[str]], cols: tuple[str, list[str]],
+               metric: Metric, scale: float = 1.0, note: str = DIVERGED_NOTE) -> Table:
+    """A factor × factor table: one row per level of factor `rows[0]` (in the order rows[1]), one column per level
+    of `cols[0]`; each cell the mean [95% CI] of `metric` over the cell's seeds, with its diverged count."""
+    (rf, rlevels), (cf, clevels) = rows, cols
+    body = []
+    for r in rlevels:
+        cells: list = [r]
+        for c in clevels:
+            sub = select(runs, **{rf: r, cf: c})
+            n_div = int((sub["status"] == "diverged").sum())
+            cell = fmt_iv(t_interval(values(sub, metric)), scale) if len(sub) else "–"
+            cells.append(cell + (f" ({n_div}/{len(sub)} diverged)" if n_div else ""))
+        body.append(cells + [run_links(select(runs, **{rf: r}))])
+    return Table(title, [f"{rf} \\ {cf}"] + clevels + ["runs (MLflow)"], body, note)
 
 
 def final_acc(split: str = "test") -> Metric:
@@ -77,18 +134,28 @@ def seeds_per_arm(runs: pd.DataFrame, by: str = "arm") -> int:
 
 
 def arm_table(title: str, runs: pd.DataFrame, metrics: list[tuple[str, Metric, float]], by: str = "arm",
-              note: str = DIVERGED_NOTE, order: list[str] | None = None) -> Table:
-    """Per arm: seeds, diverged, then mean [95% CI] of each metric (scaled), then run links."""
+              note: str = DIVERGED_NOTE, order: list[str] | None = None,
+              fixed: list[tuple[str, Metric]] | None = None) -> Table:
+    """Per arm: seeds, diverged, then `fixed` columns (a property of the arm, e.g. its parameter count: the
+    first run's value, no interval), then mean [95% CI] of each metric (scaled), then run links."""
     rows = []
+    fixed = fixed or []
     for arm in order or arms_in_order(runs, by):
         sub = runs[runs[by] == arm]
         if sub.empty:
             continue
         n_div = int((sub["status"] == "diverged").sum())
         cells = [str(arm), str(sub["seed"].nunique()), f"{n_div}/{len(sub)}"]
+        cells += [_whole(m(sub.iloc[0])) for _, m in fixed]
         cells += [fmt_iv(t_interval(values(sub, m)), scale) for _, m, scale in metrics]
         rows.append(cells + [run_links(sub)])
-    return Table(title, [by, "seeds", "diverged"] + [label for label, _, _ in metrics] + ["runs (MLflow)"], rows, note)
+    return Table(title, [by, "seeds", "diverged"] + [label for label, _ in fixed] + [label for label, _, _ in metrics]
+                 + ["runs (MLflow)"], rows, note)
+
+
+def _whole(x: float) -> str:
+    """A count such as a parameter number: "2,103,818"; other numbers as fmt does."""
+    return f"{int(x):,}" if isinstance(x, (int, float)) and math.isfinite(x) and float(x).is_integer() else fmt(x)
 
 
 def compare(assertion: str, label: str, a: pd.DataFrame, b: pd.DataFrame, metric: Metric, expected: int = 1,

@@ -184,6 +184,55 @@ class FigureMaker:
             _legend_outside(ax, hue)
         return self._save(fig, name, title, caption)
 
+    def versus(self, name: str, title: str, data: pd.DataFrame, x: str, xlabel: str, hue: str | None = None,
+               logx: bool = False, refs: pd.DataFrame | None = None, caption: str = "",
+               hue_order: list[str] | None = None) -> Figure | None:
+        """One panel per `metric` of long `data` (columns x, [hue], metric, value; the panel's y label is the
+        metric): mean and 95% t interval over seeds at each numeric x, joined by lines. `refs` (columns metric,
+        label, value) draws labelled horizontal reference lines (e.g. an arm that has no x)."""
+        if not self.enabled or data.empty:
+            return None
+        data = data[np.isfinite(data["value"].astype(float))]
+        if data.empty:
+            return None
+        ticks = sorted(set(data[x]))
+        panels = list(dict.fromkeys(data["metric"]))
+        fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels) + 1.8, 3.9), squeeze=False)
+        order = hue_order or (list(dict.fromkeys(data[hue])) if hue else None)
+        if hue and logx and len(order) > 1 and data[x].min() > 0:  # nudge hues apart so equal values stay visible
+            span = max(np.log10(data[x].max() / data[x].min()), 1.0)
+            shift = {h: 10 ** ((i - (len(order) - 1) / 2) * 0.012 * span) for i, h in enumerate(order)}
+            data = data.assign(**{x: data[x] * data[hue].map(shift).fillna(1.0)})
+        for ax, metric in zip(axes[0], panels):
+            sub = data[data["metric"] == metric]
+            sns.lineplot(sub, x=x, y="value", hue=hue, hue_order=order, errorbar=band, err_style="bars", marker="o",
+                         markersize=5, err_kws={"capsize": 3}, ax=ax, legend=bool(hue) and ax is axes[0][-1])
+            for i, (_, ref) in enumerate(refs[refs["metric"] == metric].iterrows() if refs is not None else []):
+                ax.axhline(ref["value"], color="0.35", linestyle=("--", ":", "-.")[i % 3], linewidth=1.2)
+                ax.annotate(ref["label"], (0.01, ref["value"]), xycoords=("axes fraction", "data"), fontsize=7,
+                            color="0.3", va="bottom")
+            ax.set(xlabel=xlabel, ylabel=metric)
+            if logx:
+                ax.set_xscale("log", base=2 if sub[x].min() >= 1 else 10)
+                ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+                ax.minorticks_off()
+        if hue:
+            _legend_outside(axes[0][-1], hue)
+        return self._save(fig, name, title, caption or "points: mean over seeds; bars: 95% t interval")
+
+    def heatmap(self, name: str, title: str, means: pd.DataFrame, labels: pd.DataFrame, cbar: str,
+                caption: str = "", cmap: str = "viridis") -> Figure | None:
+        """A rows × columns grid coloured by `means` (NaN: grey), each cell annotated with its `labels` text."""
+        if not self.enabled or means.empty:
+            return None
+        fig, ax = plt.subplots(figsize=(1.5 * means.shape[1] + 2.8, 0.62 * means.shape[0] + 1.6))
+        sns.heatmap(means.astype(float), annot=labels.values, fmt="", cmap=cmap, cbar_kws={"label": cbar},
+                    linewidths=0.5, linecolor="white", ax=ax, annot_kws={"fontsize": 8})
+        ax.set_facecolor("0.85")
+        ax.set(xlabel=means.columns.name or "", ylabel=means.index.name or "")
+        ax.tick_params(axis="y", rotation=0)
+        return self._save(fig, name, title, caption)
+
 
 def _hist(row: pd.Series, key: str) -> tuple[np.ndarray, np.ndarray]:
     """(edges, counts) of a recorded histogram, or two empty arrays."""

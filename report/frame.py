@@ -53,6 +53,18 @@ From the trial record (bench/train.py; one flat JSON per run)
 
 Missing values are NaN (or None inside lists). Nothing here depends on torch or MLflow:
 `load.py` builds the frame from MLflow; tests read it from a committed JSON fixture.
+
+Extras (not columns: a dict passed beside the frame, `extras[study][name]`)
+    A study execution may log measurements that are not trials (bench/extras.py) as the artifact
+    `<name>.json` of a run tagged bench.kind=extra, bench.extra=<name>, bench.study=<study> (no
+    bench.stage). `load.load_extras` keeps the newest FINISHED one per (study, name): the parsed JSON
+    plus run_id, url (MLflow UI link) and start_time. Known extras:
+    extras["optimizer"]["trajectories"]
+        {"steps": int (step budget), "surfaces": {<surface>: {"label": str, "start": [x, y],
+         "minimum": [x, y], "grid": {"x": [...], "y": [...], "z": [[...]]}  (z[i][j] = f(x[j], y[i])),
+         "optimizers": {<optimizer>: {"lr": float, "path": [[x, y], ...], "loss": [float | None, ...]}}}}}
+        every optimizer from the same start, each at its own best lr; a diverged path ends early and
+        its last loss is None. Surfaces: "quadratic" (0.5 (x^2 + 25 y^2)), "rosenbrock".
 """
 from __future__ import annotations
 
@@ -75,6 +87,24 @@ def read_runs(path: str | Path) -> pd.DataFrame:
     opener = gzip.open if path.suffix == ".gz" else open
     with opener(path, "rt") as f:
         return pd.DataFrame(json.load(f))
+
+
+def read_extras(path: str | Path) -> dict[str, dict[str, Any]]:
+    """Read study extras written by `write_extras` ({} when the file does not exist)."""
+    path = Path(path)
+    if not path.exists():
+        return {}
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt") as f:
+        return json.load(f)
+
+
+def write_extras(extras: dict[str, dict[str, Any]], path: str | Path) -> None:
+    """Write study extras (see "Extras" above) as JSON; gzipped when the name ends in .gz."""
+    path = Path(path)
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "wt") as f:
+        json.dump(extras, f, separators=(",", ":"), default=_clean)
 
 
 def _clean(value: Any) -> Any:

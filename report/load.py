@@ -1,4 +1,5 @@
-"""Load the runs DataFrame (columns: see report/frame.py) from an MLflow tracking store."""
+"""Load the runs DataFrame (columns: see report/frame.py) and the study extras (format: report/frame.py,
+"Extras") from an MLflow tracking store."""
 from __future__ import annotations
 
 import json
@@ -102,3 +103,42 @@ def _records(client: MlflowClient, exps: list, ui: str | None) -> list[dict[str,
                 rows.append(flatten(record, run.info.run_id, run.info.experiment_id, run.data.tags,
                                     run.info.start_time, run.info.run_name or "", ui))
     return rows
+
+
+def _extra_runs(client: MlflowClient, experiment_ids: list[str]):
+    token = None
+    while True:
+        page = client.search_runs(experiment_ids, "attributes.status = 'FINISHED' and tags.`bench.kind` = 'extra'",
+                                  max_results=1000, page_token=token)
+        yield from page
+        token = page.token
+        if not token:
+            return
+
+
+def load_extras(tracking_uri: str, study: str | None = None, ui: str | None = None) -> dict[str, dict[str, Any]]:
+    """The study extras (format: report/frame.py, "Extras"): for each study and extra name (tags bench.study,
+    bench.extra) the newest FINISHED run tagged bench.kind=extra, its artifact `<extra>.json` parsed, plus
+    "run_id", "url" and "start_time". A run without its artifact is skipped (an older one may stand in)."""
+    client = MlflowClient(tracking_uri=tracking_uri)
+    exps = [e for e in client.search_experiments(filter_string="name LIKE 'bench/%'")
+            if e.name != REPORT_EXPERIMENT and (study is None or e.name == f"bench/{study}")]
+    if not exps:
+        return {}
+    runs = sorted(_extra_runs(client, [e.experiment_id for e in exps]), key=lambda r: -(r.info.start_time or 0))
+    out: dict[str, dict[str, Any]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for run in runs:  # newest first: the first readable run of each (study, extra) wins
+            name, owner = run.data.tags.get("bench.extra"), run.data.tags.get("bench.study")
+            if not name or not owner or name in out.get(owner, {}):
+                continue
+            try:
+                path = client.download_artifacts(run.info.run_id, f"{name}.json", tmp)
+                with open(path) as f:
+                    payload = json.load(f)
+            except Exception:  # logging interrupted, or not JSON: nothing to show from this run
+                continue
+            payload.update(run_id=run.info.run_id, url=run_url(run.info.experiment_id, run.info.run_id, ui),
+                           start_time=int(run.info.start_time or 0))
+            out.setdefault(owner, {})[name] = payload
+    return out

@@ -154,3 +154,28 @@ def fisher_less(bad_a: int, n_a: int, bad_b: int, n_b: int) -> float:
     if n_a == 0 or n_b == 0:
         return math.nan
     return float(sps.fisher_exact([[bad_a, n_a - bad_a], [bad_b, n_b - bad_b]], alternative="less").pvalue)
+
+
+def interaction(a1: Iterable[float], a0: Iterable[float], b1: Iterable[float], b0: Iterable[float],
+                level: float = LEVEL) -> Diff:
+    """(mean a1 − mean a0) − (mean b1 − mean b0) over four independent samples: does the change from
+    condition 0 to condition 1 differ between a and b? Welch–Satterthwaite t interval and two-sided p;
+    n_a, n_b = the smaller sample of each side. Needs 2+ values in every sample (NaN otherwise)."""
+    xs = [_clean(v) for v in (a1, a0, b1, b0)]
+    n = [len(x) for x in xs]
+    n_a, n_b = min(n[0], n[1]), min(n[2], n[3])
+    if min(n) == 0:
+        return Diff(math.nan, math.nan, math.nan, math.nan, math.nan, math.nan, n_a, n_b)
+    diff = float((xs[0].mean() - xs[1].mean()) - (xs[2].mean() - xs[3].mean()))
+    if min(n) < 2:
+        return Diff(diff, math.nan, math.nan, math.nan, math.nan, math.nan, n_a, n_b)
+    v = [x.var(ddof=1) / len(x) for x in xs]
+    se = math.sqrt(sum(v))
+    if se == 0:
+        exact = diff != 0
+        return Diff(diff, diff, diff, math.copysign(math.inf, diff) if exact else 0.0, 0.0 if exact else 1.0,
+                    math.inf, n_a, n_b)
+    df = sum(v) ** 2 / sum(vi**2 / (len(x) - 1) for vi, x in zip(v, xs) if vi)
+    t = diff / se
+    half = float(sps.t.ppf(0.5 + level / 2, df) * se)
+    return Diff(diff, diff - half, diff + half, float(t), float(2 * sps.t.sf(abs(t), df)), float(df), n_a, n_b)

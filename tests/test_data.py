@@ -4,6 +4,8 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -500,3 +502,28 @@ def test_iterate_batches():
     assert all(torch.equal(a, b) for a, b in zip(batches, again))
     ordered = list(iterate_batches(5, 2, None, shuffle=False))
     assert [b.tolist() for b in ordered] == [[0, 1], [2, 3], [4]]
+
+
+@pytest.mark.parametrize("damage, expected", [
+    ("missing_class", "test/cat is missing"),
+    ("truncated", "0001.png"),
+    ("manifest", "MANIFEST"),
+])
+def test_cli_bad_data_exits_2_naming_the_problem(folder, tmp_path, damage, expected):
+    """The user's view of damaged data: one line naming what is wrong, exit 2, no traceback."""
+    root, _ = folder
+    if damage == "missing_class":
+        for p in (root / "test/cat").iterdir():
+            p.unlink()
+        (root / "test/cat").rmdir()
+    elif damage == "truncated":
+        path = root / "train/dog/0001.png"
+        path.write_bytes(path.read_bytes()[:40])
+    else:
+        write_manifest(root, sha="0" * 64)
+    env = {**os.environ, "BENCH_CACHE_DIR": str(tmp_path / "cache")}
+    proc = subprocess.run([sys.executable, "-m", "bench", "train", "model=mlp", "n_train=20", "n_val=10", "epochs=1",
+                           "--data-dir", str(root), "--no-progress"], env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert expected in proc.stderr and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: ")

@@ -197,7 +197,7 @@ def tuning_text(runs: pd.DataFrame, tune: pd.DataFrame) -> str:
     tuned = num(runs, "tuned_lr")
     if tuned.notna().sum() == 0:
         lrs = sorted(set(num(runs, "config.lr").dropna()))
-        return ("none: the study fixes the learning rate" + (f" (lr = {', '.join(fmt(v) for v in lrs)})" if lrs else "")
+        return ("none: the study fixes the learning rate" + (f" (lr = {', '.join(f'{v:g}' for v in lrs)})" if lrs else "")
                 + "; the claim is not a comparison of methods at their best lr")
     per_arm = runs.assign(_lr=tuned).groupby("arm", sort=False)["_lr"].first()
     text = "learning rate tuned per arm on the validation split (Optuna TPE, tuning seed), then fixed for the final runs"

@@ -186,10 +186,10 @@ class FigureMaker:
 
     def versus(self, name: str, title: str, data: pd.DataFrame, x: str, xlabel: str, hue: str | None = None,
                logx: bool = False, refs: pd.DataFrame | None = None, caption: str = "",
-               hue_order: list[str] | None = None) -> Figure | None:
-        """One panel per `metric` of long `data` (columns x, [hue], metric, value; the panel's y label is the
-        metric): mean and 95% t interval over seeds at each numeric x, joined by lines. `refs` (columns metric,
-        label, value) draws labelled horizontal reference lines (e.g. an arm that has no x)."""
+               hue_order: list[str] | None = None, ylabel: str | None = None) -> Figure | None:
+        """One panel per `metric` of long `data` (columns x, [hue], metric, value): mean and 95% t interval over
+        seeds at each numeric x, joined by lines. The panel's y label is its metric, or `ylabel` with the metric as
+        the panel's title. `refs` (columns metric, label, value) draws labelled horizontal reference lines."""
         if not self.enabled or data.empty:
             return None
         data = data[np.isfinite(data["value"].astype(float))]
@@ -199,10 +199,15 @@ class FigureMaker:
         panels = list(dict.fromkeys(data["metric"]))
         fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels) + 1.8, 3.9), squeeze=False)
         order = hue_order or (list(dict.fromkeys(data[hue])) if hue else None)
-        if hue and logx and len(order) > 1 and data[x].min() > 0:  # nudge hues apart so equal values stay visible
-            span = max(np.log10(data[x].max() / data[x].min()), 1.0)
-            shift = {h: 10 ** ((i - (len(order) - 1) / 2) * 0.012 * span) for i, h in enumerate(order)}
-            data = data.assign(**{x: data[x] * data[hue].map(shift).fillna(1.0)})
+        if hue and len(order) > 1:  # nudge hues apart so equal values stay visible
+            if logx and data[x].min() > 0:
+                span = max(np.log10(data[x].max() / data[x].min()), 1.0)
+                shift = {h: 10 ** ((i - (len(order) - 1) / 2) * 0.012 * span) for i, h in enumerate(order)}
+                data = data.assign(**{x: data[x] * data[hue].map(shift).fillna(1.0)})
+            elif not logx:
+                span = float(data[x].max() - data[x].min()) or 1.0
+                shift = {h: (i - (len(order) - 1) / 2) * 0.012 * span for i, h in enumerate(order)}
+                data = data.assign(**{x: data[x] + data[hue].map(shift).fillna(0.0)})
         for ax, metric in zip(axes[0], panels):
             sub = data[data["metric"] == metric]
             sns.lineplot(sub, x=x, y="value", hue=hue, hue_order=order, errorbar=band, err_style="bars", marker="o",
@@ -211,7 +216,9 @@ class FigureMaker:
                 ax.axhline(ref["value"], color="0.35", linestyle=("--", ":", "-.")[i % 3], linewidth=1.2)
                 ax.annotate(ref["label"], (0.01, ref["value"]), xycoords=("axes fraction", "data"), fontsize=7,
                             color="0.3", va="bottom")
-            ax.set(xlabel=xlabel, ylabel=metric)
+            ax.set(xlabel=xlabel, ylabel=ylabel or metric, title=metric if ylabel else "")
+            if not logx:
+                ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
             if logx:
                 ax.set_xscale("log", base=2 if sub[x].min() >= 1 else 10)
                 ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
@@ -219,6 +226,35 @@ class FigureMaker:
         if hue:
             _legend_outside(axes[0][-1], hue)
         return self._save(fig, name, title, caption or "points: mean over seeds; bars: 95% t interval")
+
+    def loss_roles(self, name: str, title: str, runs: pd.DataFrame, hue: str, caption: str = "") -> Figure | None:
+        """CS231n's learning-rate figure from real runs: training loss per epoch on a linear axis cut at 1.5× the
+        largest starting loss, one line and band per `hue`; a curve that leaves the axis (or a run that diverged)
+        is drawn to the top edge and marked ✕."""
+        if not self.enabled or runs.empty:
+            return None
+        data = long_history(runs, ["train_loss"], by=hue)
+        data = data[np.isfinite(data["value"].astype(float))]
+        if data.empty:
+            return None
+        top = 1.5 * float(data.loc[data["epoch"] == 0, "value"].max() if (data["epoch"] == 0).any() else data["value"].max())
+        fig, ax = plt.subplots(figsize=(8.6, 4.4))
+        order = list(dict.fromkeys(runs[hue]))
+        colours = dict(zip(order, sns.color_palette("colorblind", len(order))))
+        for h in order:
+            sub = data[data[hue] == h].assign(value=lambda d: d["value"].clip(upper=top))
+            sns.lineplot(sub, x="epoch", y="value", errorbar=band, marker="o", markersize=4, color=colours[h], label=h, ax=ax,
+                         err_kws={"alpha": 0.12})
+            gone = sub[sub["value"] >= top]
+            blown = runs[(runs[hue] == h) & (runs["status"] == "diverged")]
+            if len(gone) or len(blown):
+                e = float(gone["epoch"].min()) if len(gone) else float(blown["diverged_epoch"].min())
+                ax.plot([e], [top], "X", color=colours[h], markersize=11, markeredgecolor="black", clip_on=False)
+                ax.annotate("diverged", (e, top), textcoords="offset points", xytext=(6, -12), fontsize=8, color=colours[h])
+        ax.set(xlabel="epoch", ylabel="training loss", ylim=(0, top * 1.02))
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        _legend_outside(ax, hue)
+        return self._save(fig, name, title, caption or BAND)
 
     def heatmap(self, name: str, title: str, means: pd.DataFrame, labels: pd.DataFrame, cbar: str,
                 caption: str = "", cmap: str = "viridis") -> Figure | None:

@@ -11,7 +11,7 @@ from mlflow.tracking import MlflowClient
 
 from report.build import build_report
 from report.frame import read_runs
-from report.load import flatten, load_runs, run_url
+from report.load import flatten, load_extras, load_runs, run_url
 
 FIXTURE = Path(__file__).parent / "fixtures" / "runs.json.gz"
 META = {"run_id", "experiment_id", "run_name", "url", "start_time", "study", "arm", "seed", "stage", "profile", "claims",
@@ -95,3 +95,29 @@ def test_build_report_writes_the_folder_and_logs_it_to_mlflow(store):
     assert f"#/experiments/{exp.experiment_id}/runs/{run.info.run_id}" in html  # the page links its own MLflow run
     logged = {a.path for a in client.list_artifacts(run.info.run_id, "report")}
     assert "report/index.html" in logged and "report/figures" in logged
+
+
+def test_load_extras_keeps_the_newest_finished_readable_run_per_study_and_extra(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.create_experiment("bench/optimizer", artifact_location=str(tmp_path / "artifacts"))
+    tags = {"bench.study": "optimizer", "bench.kind": "extra", "bench.extra": "trajectories"}
+
+    def extra(steps: int | None, status: str, start: int) -> str:
+        run = client.create_run(exp, start_time=start, tags=tags)
+        if steps is not None:
+            client.log_dict(run.info.run_id, {"steps": steps, "surfaces": {}}, "trajectories.json")
+        client.set_terminated(run.info.run_id, status)
+        return run.info.run_id
+
+    extra(50, "FINISHED", 1_000)  # older
+    newest = extra(100, "FINISHED", 2_000)
+    extra(200, "FAILED", 3_000)  # crashed while computing: not read
+    extra(None, "FINISHED", 4_000)  # finished without its artifact: skipped, the older one stands in
+    trial = client.create_run(exp, tags={"bench.study": "optimizer", "bench.stage": "final"})  # a trial, not an extra
+    client.set_terminated(trial.info.run_id, "FINISHED")
+    got = load_extras(uri)
+    assert list(got) == ["optimizer"] and list(got["optimizer"]) == ["trajectories"]
+    traj = got["optimizer"]["trajectories"]
+    assert traj["steps"] == 100 and traj["run_id"] == newest and traj["url"] == run_url(exp, newest)
+    assert load_extras(uri, "dropout") == {}

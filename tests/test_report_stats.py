@@ -9,7 +9,7 @@ import pytest
 from scipy import stats as sps
 
 from report.common import CHANCE, arm_table, compare, final_acc
-from report.stats import crossing, fisher_less, holm, one_sample, spearman_test, t_interval, welch
+from report.stats import crossing, fisher_less, holm, interaction, one_sample, spearman_test, t_interval, welch
 from report.verdict import CONTRADICTED, INCONCLUSIVE, PARTLY, SUPPORTED, Part, decide
 
 
@@ -119,3 +119,13 @@ def test_equivalence_part():
                margin=0.02, n_min=3)
     assert decide([same])[0].label == SUPPORTED
     assert decide([far])[0].label == CONTRADICTED
+
+
+def test_interaction_is_a_difference_of_differences_with_a_welch_interval():
+    a1, a0, b1, b0 = [0.50, 0.52, 0.51], [0.48, 0.47, 0.49], [0.50, 0.51, 0.52], [0.30, 0.32, 0.31]
+    d = interaction(a1, a0, b1, b0)
+    assert d.diff == pytest.approx((np.mean(a1) - np.mean(a0)) - (np.mean(b1) - np.mean(b0)))
+    se = math.sqrt(sum(np.var(x, ddof=1) / 3 for x in (a1, a0, b1, b0)))
+    assert d.stat == pytest.approx(d.diff / se) and d.lo < d.diff < d.hi and d.p < 0.001
+    assert interaction([1, 1], [0, 0], [1, 1], [0, 0]).p == 1.0  # nothing varies, no difference: exact
+    assert math.isnan(interaction([1], [0, 0], [1, 1], [0, 0]).p)  # one seed: no test

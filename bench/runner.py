@@ -38,10 +38,16 @@ def default_profile() -> tuple[str, str]:
 def open_storage(url: str | None) -> Any:
     """An Optuna storage: the URL given (sqlite:///, postgresql://, ...) or the default journal file."""
     if url:
-        try:
-            return optuna.storages.get_storage(url)
-        except Exception as exc:
-            raise StudyError(f"cannot open Optuna storage {redact(url)}: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}") from None
+        for attempt in range(4):
+            try:
+                return optuna.storages.get_storage(url)
+            except ImportError as exc:
+                raise StudyError(f"cannot open Optuna storage {redact(url)}: {exc} (for PostgreSQL: pip install 'psycopg[binary]')") from None
+            except Exception as exc:  # workers starting together on a new database race to create its tables
+                if attempt == 3 or "connection" in str(exc).lower():
+                    raise StudyError(f"cannot open Optuna storage {redact(url)}: {type(exc).__name__}: "
+                                     f"{str(exc).splitlines()[0][:200]}") from None
+                time.sleep(1.0 + attempt)
     Path(DEFAULT_JOURNAL).parent.mkdir(parents=True, exist_ok=True)
     from optuna.storages.journal import JournalFileBackend
 

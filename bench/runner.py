@@ -76,6 +76,11 @@ def fail_stale(study: optuna.Study) -> int:
     return n
 
 
+def tuned_param_key(param: str, arm: str) -> str:
+    """MLflow param name of an arm's tuned value; "+" (joining factor levels) is not allowed there."""
+    return f"tuned_{param}.{arm.replace('+', '/')}"
+
+
 def _key(trial: optuna.trial.FrozenTrial) -> tuple:
     """(arm, seed) of a final-stage trial; an enqueued (WAITING) one has them only as fixed params."""
     params = trial.params or trial.system_attrs.get("fixed_params", {})
@@ -159,7 +164,7 @@ class StudyRun:
             self._tune_all()
             tuned = {a.name: self.tuned_value(a) for a in self.arms}
             if own_parent and any(v is not None for v in tuned.values()):
-                self.tracker.log_params(self.parent, {f"tuned_{self.study.tuning.param}.{k}": v for k, v in tuned.items()})
+                self.tracker.log_params(self.parent, {tuned_param_key(self.study.tuning.param, k): v for k, v in tuned.items()})
             self._final_all(tuned)
             for proc in workers:
                 if proc.wait() != 0:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from typing import Any
+from contextlib import contextmanager
+from typing import Any, Iterator
 
 import pandas as pd
 from mlflow.tracking import MlflowClient
@@ -69,16 +70,8 @@ def load_runs(tracking_uri: str, study: str | None = None, ui: str | None = None
     client = MlflowClient(tracking_uri=tracking_uri)
     exps = [e for e in client.search_experiments(filter_string="name LIKE 'bench/%'")
             if e.name != REPORT_EXPERIMENT and (study is None or e.name == f"bench/{study}")]
-    rows = []
-    quiet = os.environ.get("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR")
-    os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"  # one bar per record.json otherwise
-    try:
+    with _no_download_bars():
         rows = _records(client, exps, ui)
-    finally:
-        if quiet is None:
-            os.environ.pop("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR")
-        else:
-            os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = quiet
     df = pd.DataFrame(rows)
     if df.empty:
         return df
@@ -86,6 +79,20 @@ def load_runs(tracking_uri: str, study: str | None = None, ui: str | None = None
     key = ["study", "profile", "stage", "arm", "seed"]
     final = df[df["stage"] == "final"].drop_duplicates(key, keep="last")
     return pd.concat([final, df[df["stage"] != "final"]]).sort_values(["study", "stage", "start_time"]).reset_index(drop=True)
+
+
+@contextmanager
+def _no_download_bars() -> Iterator[None]:
+    """MLflow draws a progress bar per downloaded artifact (one per record.json) unless told not to."""
+    quiet = os.environ.get("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR")
+    os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
+    try:
+        yield
+    finally:
+        if quiet is None:
+            os.environ.pop("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR")
+        else:
+            os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = quiet
 
 
 def _records(client: MlflowClient, exps: list, ui: str | None) -> list[dict[str, Any]]:
@@ -127,7 +134,7 @@ def load_extras(tracking_uri: str, study: str | None = None, ui: str | None = No
         return {}
     runs = sorted(_extra_runs(client, [e.experiment_id for e in exps]), key=lambda r: -(r.info.start_time or 0))
     out: dict[str, dict[str, Any]] = {}
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, _no_download_bars():
         for run in runs:  # newest first: the first readable run of each (study, extra) wins
             name, owner = run.data.tags.get("bench.extra"), run.data.tags.get("bench.study")
             if not name or not owner or name in out.get(owner, {}):

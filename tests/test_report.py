@@ -1,4 +1,4 @@
-"""The report on the committed fixture (tests/fixtures/runs.json.gz, made by
+"""The report on the committed fixtures (tests/fixtures/runs.json.gz and extras.json.gz, made by
 scripts/make_report_fixture.py from real smoke runs): tables, sections, links, figures, verdicts."""
 from __future__ import annotations
 
@@ -16,12 +16,15 @@ from bench.claims import CLAIMS
 from report.analyses import ANALYSES, build_sections, claim_studies
 from report.build import write_report
 from report.figures import FigureMaker
-from report.frame import read_runs
+from report.frame import read_extras, read_runs
 from report.section import fmt
 from report.verdict import INCONCLUSIVE, NOT_MEASURED, PARTLY, SUPPORTED
 
 FIXTURE = Path(__file__).parent / "fixtures" / "runs.json.gz"
-CORE = {"init", "activation", "optimizer", "dropout", "batchnorm", "resnet-depth"}
+EXTRAS = FIXTURE.with_name("extras.json.gz")
+CORE = {"init", "activation", "optimizer", "dropout", "batchnorm", "resnet-depth", "normalization", "pca", "lr-schedule",
+        "activation-noise"}
+NEW = {"input-normalization": "norm-", "pca": "pca-", "learning-rate": "lr-", "leaky-vs-elu-noise": "noise-"}
 VERDICTS = {"supported", "partly supported", "contradicted", "inconclusive", NOT_MEASURED}
 
 
@@ -34,7 +37,7 @@ def runs() -> pd.DataFrame:
 def built(runs, tmp_path_factory):
     """The full report (with figures) built once from the fixture."""
     out = tmp_path_factory.mktemp("report")
-    index, sections = write_report(runs, out, source="fixture")
+    index, sections = write_report(runs, out, source="fixture", extras=read_extras(EXTRAS))
     return out, sections, index.read_text()
 
 
@@ -135,6 +138,31 @@ def test_figures_exist_and_are_referenced_by_both_documents(built):
     md = (out / "report.md").read_text()
     assert all(f"]({src})" in md for src in images)
     assert all(f"claim-{cid}" in md for cid in CLAIMS)
+
+
+def test_input_pca_schedule_and_noise_sections_have_tables_tests_and_figures(built):
+    out, sections, html = built
+    by_id = {s.claim_id: s for s in sections}
+    for cid, prefix in NEW.items():
+        sec = by_id[cid]
+        assert sec.verdict.label in VERDICTS - {NOT_MEASURED} and len(sec.tables) >= 2 and sec.parts, cid
+        assert all(p.runs for p in sec.parts) and sec.notes
+        figs = [f.file for f in sec.figures]
+        assert figs and all(f.startswith(f"figures/{prefix}") and (out / f).exists() for f in figs), (cid, figs)
+    lr = by_id["learning-rate"]
+    assert any(f.file == "figures/lr-classic.png" for f in lr.figures) and any(f.file == "figures/lr-heatmap.png" for f in lr.figures)
+
+
+def test_momentum_shows_the_trajectories_extra_when_the_fixture_has_it(built):
+    _, sections, html = built
+    momentum = next(s for s in sections if s.claim_id == "momentum")
+    traj = read_extras(EXTRAS).get("optimizer", {}).get("trajectories")
+    if traj is None:
+        assert "bench study optimizer" in " ".join(momentum.notes)
+        return
+    assert 'src="figures/opt-trajectories.png"' in html and traj["run_id"] in html
+    table = momentum.tables[-1]
+    assert {r[0] for r in table.rows} == set(traj["surfaces"]) and "y reversals" in table.columns
 
 
 def _init_with(runs: pd.DataFrame, he: list[float], xavier: list[float]) -> pd.DataFrame:

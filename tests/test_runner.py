@@ -12,6 +12,7 @@ from collections import Counter
 
 import pytest
 
+from bench.runner import tuned_param_key
 from bench.studies import get_study, list_studies
 from studyrun import SLOW_STUDY, finished_trials, run_study, runs_of
 
@@ -42,7 +43,7 @@ def test_study_smoke_end_to_end(tmp_path, data_dir, name):
         parent_params = parents[0].data.params
         for r in finals:
             tuned = r.data.tags["bench.tuned_lr"]
-            assert parent_params[f"tuned_lr.{r.data.tags['bench.arm']}"] == tuned == r.data.params["lr"]
+            assert parent_params[tuned_param_key("lr", r.data.tags["bench.arm"])] == tuned == r.data.params["lr"]
     ok = next(r for r in finals if r.data.tags["bench.status"] == "ok")
     history = client.get_metric_history(ok.info.run_id, "val_acc")
     assert [m.step for m in history] == [0, 1]  # epoch 0 (init) and the one smoke epoch

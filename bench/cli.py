@@ -13,10 +13,6 @@ EPOCH_COLUMNS = [("epoch", "{:>5}"), ("train_loss", "{:>10.4f}"), ("train_acc", 
                  ("val_acc", "{:>7.3f}"), ("test_acc", "{:>8.3f}"), ("lr", "{:>9.2e}"), ("seconds", "{:>7.1f}")]
 
 
-class UserError(Exception):
-    """Bad input from the user: printed as one line, exit status 2."""
-
-
 class TablePrinter:
     """Prints one row per epoch (the `log_epoch` logger interface of train_trial)."""
 
@@ -147,7 +143,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         return args.func(args)
-    except (ConfigError, DataError, StudyError, TrackingError, UserError) as exc:
+    except (ConfigError, DataError, StudyError, TrackingError) as exc:
         if args.debug:
             raise
         print(f"error: {exc}", file=sys.stderr)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import itertools
 import os
 import tomllib
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -180,9 +180,3 @@ def get_study(name: str) -> Study:
         valid = ", ".join(p.stem for p in sorted(studies_dir().glob("*.toml")))
         raise StudyError(f"unknown study {name!r}; valid studies: {valid}")
     return load_study(path)
-
-
-def with_profile_base(study: Study, profile: str, **overrides: Any) -> Study:
-    """A copy of `study` whose `profile` base has extra overrides (tests shrink smoke runs this way)."""
-    p = study.profiles[profile]
-    return replace(study, profiles={**study.profiles, profile: replace(p, base={**p.base, **overrides})})

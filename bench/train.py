@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from . import diagnostics as diag
 from .components import OPTIMIZERS, SCHEDULES
-from .config import TrialConfig, as_dict
+from .config import ConfigError, TrialConfig, as_dict
 from .data import Cifar10, augment, fit_normalizer, iterate_batches, load_cifar10, make_splits
 from .models import build_model
 
@@ -35,7 +35,7 @@ def resolve_device(name: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device=cuda requested but CUDA is not available; use device=cpu or device=auto")
+        raise ConfigError("device=cuda requested but CUDA is not available; use device=cpu or device=auto")
     return device
 
 

@@ -31,6 +31,7 @@ def test_config_is_frozen():
     (["train", "colour=red"], "unknown config key 'colour'; valid keys:"),
     (["train", "optimizer=lbfgs"], "unknown optimizer 'lbfgs'; valid: sgd, momentum, nesterov, adagrad, rmsprop, adam"),
     (["train", "lr"], "expected key=value"),
+    (["train", "device=cuda:7", "--data-dir", "/nonexistent"], "CUDA is not available"),
 ])
 def test_cli_bad_input_exits_2_without_traceback(args, expected):
     proc = subprocess.run([sys.executable, "-m", "bench", *args], capture_output=True, text=True, timeout=120)

@@ -24,6 +24,8 @@ def runs_of(cwd: Path, study: str, uri: str | None = None):
     return client, client.search_runs([exp.experiment_id], max_results=5000)
 
 
+# Trials of a couple of seconds each: long enough that a signal lands inside one and that a
+# second worker (which needs a few seconds to start) still finds trials left to run.
 SLOW_STUDY = """
 name = "slow"
 claims = ["dropout"]
@@ -31,10 +33,10 @@ claims = ["dropout"]
 model = "mlp"
 depth = 2
 width = 256
-n_train = 2000
+n_train = 4000
 n_val = 200
 n_test = 200
-epochs = 2
+epochs = 3
 [factors.dropout]
 "p0.0" = { dropout = 0.0 }
 "p0.5" = { dropout = 0.5 }

@@ -46,7 +46,8 @@ def test_study_smoke_end_to_end(tmp_path, data_dir, name):
             assert parent_params[tuned_param_key("lr", r.data.tags["bench.arm"])] == tuned == r.data.params["lr"]
     ok = next(r for r in finals if r.data.tags["bench.status"] == "ok")
     history = client.get_metric_history(ok.info.run_id, "val_acc")
-    assert [m.step for m in history] == [0, 1]  # epoch 0 (init) and the one smoke epoch
+    epochs = study.config("smoke", study.arms("smoke")[0], 0).epochs
+    assert [m.step for m in history] == list(range(epochs + 1))  # epoch 0 = at initialisation
     assert 0.0 <= history[-1].value <= 1.0
     assert client.get_metric_history(ok.info.run_id, "A01.act_std")
     artifacts = [a.path for a in client.list_artifacts(ok.info.run_id)]
@@ -72,8 +73,7 @@ def test_interrupted_study_resumes_each_trial_exactly_once(tmp_path, data_dir, s
     while time.time() < deadline and sum(t.state.name == "COMPLETE" for t in finished_trials(tmp_path)) < 2:
         time.sleep(0.2)
     while time.time() < deadline and not [t for t in finished_trials(tmp_path) if t.state.name == "RUNNING" and "mlflow_run_id" in t.user_attrs]:
-        time.sleep(0.1)
-    time.sleep(0.5)  # into the next trial's training
+        time.sleep(0.05)  # until a trial is training
     proc.send_signal(sig)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == expected_rc, err

@@ -65,7 +65,9 @@ def test_study_smoke_end_to_end(tmp_path, data_dir, name):
 def test_interrupted_study_resumes_each_trial_exactly_once(tmp_path, data_dir, sig, expected_rc):
     studies = tmp_path / "studies"
     studies.mkdir()
-    (studies / "slow.toml").write_text(SLOW_STUDY)
+    seeds = 8  # 16 trials: many still to run when the signal lands, however fast the machine
+    (studies / "slow.toml").write_text(SLOW_STUDY.replace("[profiles.smoke]\nseeds = 3", f"[profiles.smoke]\nseeds = {seeds}"))
+    expected = {(arm, seed): 1 for arm in ("p0.0", "p0.5") for seed in range(seeds)}
     env = {**os.environ, "BENCH_STUDIES_DIR": str(studies), "BENCH_DATA_DIR": data_dir}
     proc = subprocess.Popen([sys.executable, "-m", "bench", "study", "slow", "--profile", "smoke", "--no-progress"],
                             cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -78,7 +80,7 @@ def test_interrupted_study_resumes_each_trial_exactly_once(tmp_path, data_dir, s
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == expected_rc, err
     states = Counter(t.state.name for t in finished_trials(tmp_path))
-    assert 2 <= states["COMPLETE"] < 6
+    assert 2 <= states["COMPLETE"] < len(expected)
     if sig == signal.SIGINT:  # marked on the way out
         assert states["FAIL"] == 1 and states["RUNNING"] == 0
         _, runs = runs_of(tmp_path, "slow")
@@ -88,10 +90,10 @@ def test_interrupted_study_resumes_each_trial_exactly_once(tmp_path, data_dir, s
     assert again.returncode == 0, again.stdout + again.stderr
     trials = finished_trials(tmp_path)
     complete = Counter((t.params["arm"], t.params["seed"]) for t in trials if t.state.name == "COMPLETE")
-    assert complete == Counter({(arm, seed): 1 for arm in ("p0.0", "p0.5") for seed in range(3)})
+    assert complete == Counter(expected)
     assert not [t for t in trials if t.state.name == "RUNNING"]
     _, runs = runs_of(tmp_path, "slow")
     assert not [r for r in runs if r.info.status == "RUNNING"]
     finished = Counter((r.data.tags["bench.arm"], r.data.tags["bench.seed"]) for r in runs
                        if r.info.status == "FINISHED" and r.data.tags.get("bench.stage") == "final")
-    assert finished == Counter({(arm, str(seed)): 1 for arm in ("p0.0", "p0.5") for seed in range(3)})
+    assert finished == Counter({(arm, str(seed)): n for (arm, seed), n in expected.items()})

@@ -69,8 +69,11 @@ def test_interrupted_study_resumes_each_trial_exactly_once(tmp_path, data_dir, s
     (studies / "slow.toml").write_text(SLOW_STUDY.replace("[profiles.smoke]\nseeds = 3", f"[profiles.smoke]\nseeds = {seeds}"))
     expected = {(arm, seed): 1 for arm in ("p0.0", "p0.5") for seed in range(seeds)}
     env = {**os.environ, "BENCH_STUDIES_DIR": str(studies), "BENCH_DATA_DIR": data_dir}
+    # A background job of a non-interactive shell (as CI may run us) inherits SIGINT ignored;
+    # give the study the default disposition a terminal's foreground process has.
     proc = subprocess.Popen([sys.executable, "-m", "bench", "study", "slow", "--profile", "smoke", "--no-progress"],
-                            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 180
     while time.time() < deadline and sum(t.state.name == "COMPLETE" for t in finished_trials(tmp_path)) < 2:
         time.sleep(0.2)

@@ -8,7 +8,7 @@ NAME ?= init
 PROFILE ?=
 PROFILE_ARG := $(if $(PROFILE),--profile $(PROFILE),)
 
-.PHONY: install test study ui report list speed clean-venv
+.PHONY: install test study ui report list speed gpu-check clean-venv
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -34,6 +34,12 @@ ui: $(STAMP)
 
 report: $(STAMP)
 	$(VENV)/bin/bench report
+
+speed: $(STAMP)
+	$(VENV)/bin/bench speed $(if $(MODEL),--model $(MODEL),--quick)
+
+gpu-check: $(STAMP)
+	$(VENV)/bin/bench gpu-check
 
 clean-venv:
 	rm -rf $(VENV)

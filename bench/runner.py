@@ -7,6 +7,7 @@ import socket
 import sys
 import time
 import subprocess
+import warnings
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -21,9 +22,10 @@ from .config import as_dict
 from .data import load_cifar10
 from .studies import Arm, Study, StudyError, get_study
 from .tracking import RunLogger, Tracker, redact, tracking_uri, worker_tags
-from .train import train_trial
+from .train import pack_key, train_packed, train_trial
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)  # the runner prints its own progress
+warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # TPE's constant_liar
 DEFAULT_JOURNAL = "optuna/studies.journal"  # under the working directory (the project root via make)
 
 
@@ -76,6 +78,12 @@ def fail_stale(study: optuna.Study) -> int:
     return n
 
 
+def default_pack() -> int:
+    """Trials trained together per process when --pack is not given: on a GPU one small trial
+    leaves most of the device idle; on a CPU packing gains little (see `bench speed`)."""
+    return 8 if torch.cuda.is_available() else 1
+
+
 def tuned_param_key(param: str, arm: str) -> str:
     """MLflow param name of an arm's tuned value; "+" (joining factor levels) is not allowed there."""
     return f"tuned_{param}.{arm.replace('+', '/')}"
@@ -91,8 +99,8 @@ class StudyRun:
     """One execution of `bench study`: plans the remaining trials and runs them."""
 
     def __init__(self, study: Study, profile: str, storage_url: str | None, uri: str, data_dir: str | None,
-                 progress: bool = True, workers: int = 1, parent: str | None = None, threads: int = 0):
-        self.study, self.profile, self.progress = study, profile, progress
+                 progress: bool = True, workers: int = 1, parent: str | None = None, threads: int = 0, pack: int = 1):
+        self.study, self.profile, self.progress, self.pack = study, profile, progress, max(1, pack)
         self.storage_url, self.workers, self.parent, self.threads = storage_url, workers, parent, threads
         self.storage = open_storage(storage_url)
         self.tracker = Tracker(uri, study.name)  # creates the experiment before any trial starts
@@ -114,7 +122,8 @@ class StudyRun:
         return s
 
     def _tune_study(self, arm: Arm) -> optuna.Study:
-        return self._optuna(f"tune/{arm.name}", optuna.samplers.TPESampler(seed=0, n_startup_trials=3))
+        # constant_liar: trials running in parallel (packed or other workers) get distinct suggestions
+        return self._optuna(f"tune/{arm.name}", optuna.samplers.TPESampler(seed=0, n_startup_trials=3, constant_liar=True))
 
     def tuned_value(self, arm: Arm) -> float | None:
         if self.study.tuning is None or self.study.tuning_trials(self.profile) == 0:
@@ -145,7 +154,9 @@ class StudyRun:
             print(f"{label} is complete: {done}/{total} trials finished; nothing to run. `bench report` reads them.")
             return 0
         print(f"{label}: {total - done} of {total} trials to run ({done} already finished); "
-              f"arms: {', '.join(a.name for a in self.arms)}; seeds: {len(self.seeds)}", flush=True)
+              f"arms: {', '.join(a.name for a in self.arms)}; seeds: {len(self.seeds)}"
+              + (f"; up to {self.pack} trials of one architecture train packed in each process" if self.pack > 1 else ""),
+              flush=True)
         self.data = load_cifar10(self.data_dir)
         own_parent = self.parent is None
         if own_parent:
@@ -208,7 +219,8 @@ class StudyRun:
     def _spawn_workers(self) -> list[subprocess.Popen]:
         """Start workers-1 more processes on the same stores and parent run; this one is worker 1."""
         cmd = [sys.executable, "-m", "bench", "study", self.study.name, "--profile", self.profile, "--no-progress",
-               "--tracking-uri", self.tracker.uri, "--parent-run", self.parent, "--threads", str(self.threads)]
+               "--tracking-uri", self.tracker.uri, "--parent-run", self.parent, "--threads", str(self.threads),
+               "--pack", str(self.pack)]
         if self.storage_url:
             cmd += ["--storage", self.storage_url]
         if self.data_dir:
@@ -238,12 +250,15 @@ class StudyRun:
                     if len(trials) >= budget:
                         waiting_on_others |= complete < budget
                         break
-                    trial = ostudy.ask()
-                    if len(ostudy.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))) > budget:
-                        ostudy.tell(trial, state=TrialState.PRUNED)  # another worker took the last slot
-                        continue
-                    value = trial.suggest_float(tuning.param, tuning.low, tuning.high, log=tuning.log)
-                    if not self._run_trial(ostudy, trial, "tune", arm, tuning.seed, {tuning.param: value}):
+                    items = []
+                    for _ in range(min(self.pack, budget - len(trials))):
+                        trial = ostudy.ask()
+                        if len(ostudy.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))) > budget:
+                            ostudy.tell(trial, state=TrialState.PRUNED)  # another worker took the last slot
+                            break
+                        value = trial.suggest_float(tuning.param, tuning.low, tuning.high, log=tuning.log)
+                        items.append((trial, arm, tuning.seed, {tuning.param: value}))
+                    if items and not all(self._run_group(ostudy, "tune", items)):
                         self.failed_arms.add(arm.name)
                         break
             if not waiting_on_others:
@@ -265,21 +280,101 @@ class StudyRun:
                 ostudy.enqueue_trial({"arm": name, "seed": seed})
             if not todo and not any(t.state == TrialState.WAITING for t in trials):
                 return
-            trial = ostudy.ask(dists)
-            key = (trial.params["arm"], trial.params["seed"])
-            others = ostudy.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))
-            if key in self.failed_keys or any(_key(t) == key and t.number != trial.number for t in others):
-                ostudy.tell(trial, state=TrialState.PRUNED)  # done or being done by another worker
-                continue
-            arm = by_name[key[0]]
-            if self.study.tuning_trials(self.profile) and tuned.get(arm.name) is None:
-                ostudy.tell(trial, state=TrialState.FAIL)
-                self.failed_keys.add(key)
-                self.failures.append(f"final {arm.name} seed={key[1]}: no finished tuning trial for this arm")
-                continue
-            extra = {self.study.tuning.param: tuned[arm.name]} if tuned.get(arm.name) is not None else {}
-            if not self._run_trial(ostudy, trial, "final", arm, key[1], extra):
-                self.failed_keys.add(key)
+            items = []  # up to --pack claimed trials, trained together where their configs allow
+            while len(items) < self.pack:
+                if items and not ostudy.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+                    break
+                item = self._claim_final(ostudy, dists, by_name, tuned)
+                if item is not None:
+                    items.append(item)
+                elif items:
+                    break
+            for item, ok in zip(items, self._run_group(ostudy, "final", items)):
+                if not ok:
+                    self.failed_keys.add((item[1].name, item[2]))
+
+    def _claim_final(self, ostudy: optuna.Study, dists: dict, by_name: dict[str, Arm],
+                     tuned: dict[str, float | None]) -> tuple | None:
+        """Pop the next enqueued (arm, seed): (trial, arm, seed, extra), or None when it is done
+        or being done elsewhere (pruned) or cannot run (failed)."""
+        trial = ostudy.ask(dists)
+        key = (trial.params["arm"], trial.params["seed"])
+        others = ostudy.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))
+        if key in self.failed_keys or any(_key(t) == key and t.number != trial.number for t in others):
+            ostudy.tell(trial, state=TrialState.PRUNED)  # done or being done by another worker
+            return None
+        arm = by_name[key[0]]
+        if self.study.tuning_trials(self.profile) and tuned.get(arm.name) is None:
+            ostudy.tell(trial, state=TrialState.FAIL)
+            self.failed_keys.add(key)
+            self.failures.append(f"final {arm.name} seed={key[1]}: no finished tuning trial for this arm")
+            return None
+        extra = {self.study.tuning.param: tuned[arm.name]} if tuned.get(arm.name) is not None else {}
+        return trial, arm, key[1], extra
+
+    def _run_group(self, ostudy: optuna.Study, stage: str, items: list[tuple]) -> list[bool]:
+        """Train claimed trials, packed where their configs share an architecture (pack_key);
+        one bool per item: True when it finished."""
+        groups: dict[Any, list[int]] = {}
+        for i, (trial, arm, seed, extra) in enumerate(items):
+            key = pack_key(self.study.config(self.profile, arm, seed, **extra))
+            groups.setdefault(("alone", i) if key is None else key, []).append(i)
+        ok = [False] * len(items)
+        for members in groups.values():
+            if len(members) == 1:
+                i = members[0]
+                ok[i] = self._run_trial(ostudy, items[i][0], stage, *items[i][1:])
+            else:
+                for i, result in zip(members, self._run_packed(ostudy, stage, [items[i] for i in members])):
+                    ok[i] = result
+        return ok
+
+    def _start_run(self, trial: optuna.Trial, stage: str, arm: Arm, seed: int, extra: dict, cfg, packed: int = 1,
+                   more_tags: dict | None = None) -> tuple[str, dict]:
+        """Open the trial's MLflow run (child of the study run); (run id, its tags)."""
+        for key, value in worker_tags().items():
+            trial.set_user_attr(key.split(".")[1], value)
+        tags = {"bench.study": self.study.name, "bench.arm": arm.name, "bench.seed": str(seed),
+                "bench.claims": ",".join(self.study.claims), "bench.profile": self.profile, "bench.stage": stage,
+                "bench.optuna_trial": str(trial.number), **{f"bench.factor.{f}": a for f, a in arm.factors.items()},
+                **worker_tags()}
+        if extra:
+            tags.update({f"bench.tuned_{k}" if stage == "final" else f"bench.tune_{k}": str(v) for k, v in extra.items()})
+        if packed > 1:
+            tags["bench.packed"] = str(packed)  # trained together with packed-1 others
+        tags.update(more_tags or {})
+        run_id = self.tracker.start_run(f"{stage} {arm.name} seed={seed}", tags, as_dict(cfg), parent=self.parent)
+        trial.set_user_attr("mlflow_run_id", run_id)
+        return run_id, tags
+
+    def _log_record(self, run_id: str, trial: optuna.Trial, record: dict) -> None:
+        self.tracker.log_dict(run_id, record, "record.json")
+        self.tracker.set_tags(run_id, {"bench.status": record["status"], "bench.data_source": record["data_source"],
+                                       "bench.device": record["device"], "bench.git_commit": record["git_commit"]})
+        summary = {k: record[k] for k in ("epochs_run", "seconds", "train_seconds", "images_per_s", "best_val_acc")}
+        self.tracker.log_metrics(run_id, {**summary, "diverged": float(record["status"] == "diverged")}, step=record["epochs_run"])
+        trial.set_user_attr("status", record["status"])
+
+    def _finish(self, ostudy: optuna.Study, trial: optuna.Trial, run_id: str, record: dict) -> None:
+        # Finish MLflow before Optuna: a kill in between leaves a FINISHED run whose trial is
+        # rerun (a duplicate the report drops by trial), never a COMPLETE trial without its run.
+        self.tracker.end_run(run_id, "FINISHED")
+        ostudy.tell(trial, record["best_val_acc"] if record["status"] == "ok" else 0.0)
+
+    def _fail(self, ostudy: optuna.Study, trial: optuna.Trial, stage: str, arm: Arm, seed: int, reason: str) -> None:
+        trial.set_user_attr("failure", reason)
+        ostudy.tell(trial, state=TrialState.FAIL)
+        self.failures.append(f"{stage} {arm.name} seed={seed}: {reason}")
+
+    def _interrupted(self, run_ids: list[str]) -> None:
+        for run_id in run_ids:
+            self.tracker.set_tags(run_id, {"bench.status": "interrupted"})
+            self.tracker.end_run(run_id, "KILLED")
+
+    def _failed_runs(self, run_ids: list[str], reason: str) -> None:
+        for run_id in run_ids:
+            self.tracker.set_tags(run_id, {"bench.status": "failed", "bench.failure": reason})
+            self.tracker.end_run(run_id, "FAILED")
 
     def _run_trial(self, ostudy: optuna.Study, trial: optuna.Trial, stage: str, arm: Arm, seed: int, extra: dict) -> bool:
         """The thin objective: build the config, train, log, tell Optuna; True when it finished.
@@ -289,65 +384,90 @@ class StudyRun:
         of device memory fails the MLflow run with the reason and, where the study allows it,
         retries once at half the batch size under the same Optuna trial.
         """
-        for key, value in worker_tags().items():
-            trial.set_user_attr(key.split(".")[1], value)
         cfg = self.study.config(self.profile, arm, seed, **extra)
-        tags = {"bench.study": self.study.name, "bench.arm": arm.name, "bench.seed": str(seed),
-                "bench.claims": ",".join(self.study.claims), "bench.profile": self.profile, "bench.stage": stage,
-                "bench.optuna_trial": str(trial.number), **{f"bench.factor.{f}": a for f, a in arm.factors.items()},
-                **worker_tags()}
-        if extra:
-            tags.update({f"bench.tuned_{k}" if stage == "final" else f"bench.tune_{k}": str(v) for k, v in extra.items()})
-        retry_allowed = self.study.oom_retry
+        retry_allowed, more_tags = self.study.oom_retry, {}
         while True:
             run_id = None
             try:
-                run_id = self.tracker.start_run(f"{stage} {arm.name} seed={seed}", tags, as_dict(cfg), parent=self.parent)
-                trial.set_user_attr("mlflow_run_id", run_id)
+                run_id, tags = self._start_run(trial, stage, arm, seed, extra, cfg, more_tags=more_tags)
                 self.bar.set_postfix_str(f"{stage} {arm.name} seed={seed}")
 
                 def on_epoch(epoch: int, m: dict) -> None:
                     self.bar.set_postfix_str(f"{stage} {arm.name} seed={seed} epoch {epoch}/{cfg.epochs} val_acc {m.get('val_acc', 0):.3f}")
 
                 record = train_trial(cfg, RunLogger(self.tracker, run_id, on_epoch), progress=False, data=self.data)
-                self.tracker.log_dict(run_id, record, "record.json")
-                self.tracker.set_tags(run_id, {"bench.status": record["status"], "bench.data_source": record["data_source"],
-                                               "bench.device": record["device"], "bench.git_commit": record["git_commit"]})
-                summary = {k: record[k] for k in ("epochs_run", "seconds", "train_seconds", "images_per_s", "best_val_acc")}
-                self.tracker.log_metrics(run_id, {**summary, "diverged": float(record["status"] == "diverged")}, step=record["epochs_run"])
-                trial.set_user_attr("status", record["status"])
+                self._log_record(run_id, trial, record)
                 break
             except KeyboardInterrupt:
-                if run_id:
-                    self.tracker.set_tags(run_id, {"bench.status": "interrupted"})
-                    self.tracker.end_run(run_id, "KILLED")
+                self._interrupted([run_id] if run_id else [])
                 ostudy.tell(trial, state=TrialState.FAIL)
                 raise
             except Exception as exc:  # a crash of one trial is recorded and the study goes on
-                reason = f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}"
-                if run_id:
-                    self.tracker.set_tags(run_id, {"bench.status": "failed", "bench.failure": reason})
-                    self.tracker.end_run(run_id, "FAILED")
+                reason = _reason(exc)
+                self._failed_runs([run_id] if run_id else [], reason)
                 if isinstance(exc, torch.OutOfMemoryError) and retry_allowed and cfg.batch_size > 1:
                     retry_allowed = False
                     cfg = replace(cfg, batch_size=cfg.batch_size // 2)
-                    tags["bench.oom_retry"] = f"batch_size halved to {cfg.batch_size} after: {reason}"
+                    more_tags = {"bench.oom_retry": f"batch_size halved to {cfg.batch_size} after: {reason}"}
                     trial.set_user_attr("oom_retry", cfg.batch_size)
                     if self.device_is_cuda:
                         torch.cuda.empty_cache()
                     continue
-                trial.set_user_attr("failure", reason)
-                ostudy.tell(trial, state=TrialState.FAIL)
-                self.failures.append(f"{stage} {arm.name} seed={seed}: {reason}")
+                self._fail(ostudy, trial, stage, arm, seed, reason)
                 if os.environ.get("BENCH_DEBUG"):
                     raise
                 return False
-        # Finish MLflow before Optuna: a kill in between leaves a FINISHED run whose trial is
-        # rerun (a duplicate the report drops by trial), never a COMPLETE trial without its run.
-        self.tracker.end_run(run_id, "FINISHED")
-        ostudy.tell(trial, record["best_val_acc"] if record["status"] == "ok" else 0.0)
+        self._finish(ostudy, trial, run_id, record)
         self._refresh_bar()
         return True
+
+    def _run_packed(self, ostudy: optuna.Study, stage: str, items: list[tuple]) -> list[bool]:
+        """Train several claimed trials of one architecture together (bench.train.train_packed).
+
+        Ctrl-C: every run KILLED and every trial FAIL. Out of device memory: the runs are
+        failed with the reason and each trial is retried alone (with its own OOM retry). Any
+        other error fails all of them and the study goes on.
+        """
+        cfgs = [self.study.config(self.profile, arm, seed, **extra) for _, arm, seed, extra in items]
+        label = f"{stage} {items[0][1].name} seed={items[0][2]} +{len(items) - 1} packed"
+        run_ids: list[str] = []
+        try:
+            for (trial, arm, seed, extra), cfg in zip(items, cfgs):
+                run_ids.append(self._start_run(trial, stage, arm, seed, extra, cfg, packed=len(items))[0])
+            self.bar.set_postfix_str(label)
+
+            def on_epoch(epoch: int, m: dict) -> None:
+                self.bar.set_postfix_str(f"{label} epoch {epoch}/{cfgs[0].epochs} val_acc {m.get('val_acc', 0):.3f}")
+
+            loggers = [RunLogger(self.tracker, run_id, on_epoch) for run_id in run_ids]
+            records = train_packed(cfgs, loggers, progress=False, data=self.data)
+            for run_id, (trial, *_), record in zip(run_ids, items, records):
+                self._log_record(run_id, trial, record)
+        except KeyboardInterrupt:
+            self._interrupted(run_ids)
+            for trial, *_ in items:
+                ostudy.tell(trial, state=TrialState.FAIL)
+            raise
+        except Exception as exc:
+            reason = _reason(exc)
+            self._failed_runs(run_ids, f"packed x{len(items)}: {reason}")
+            if isinstance(exc, torch.OutOfMemoryError):
+                if self.device_is_cuda:
+                    torch.cuda.empty_cache()
+                return [self._run_trial(ostudy, trial, stage, arm, seed, extra) for trial, arm, seed, extra in items]
+            for trial, arm, seed, _ in items:
+                self._fail(ostudy, trial, stage, arm, seed, f"packed x{len(items)}: {reason}")
+            if os.environ.get("BENCH_DEBUG"):
+                raise
+            return [False] * len(items)
+        for run_id, (trial, *_), record in zip(run_ids, items, records):
+            self._finish(ostudy, trial, run_id, record)
+        self._refresh_bar()
+        return [True] * len(items)
+
+
+def _reason(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}"
 
 
 def run_study_cli(args) -> int:
@@ -359,11 +479,14 @@ def run_study_cli(args) -> int:
     print(f"profile: {profile} ({why})", flush=True)
     if args.workers < 1:
         raise StudyError("--workers must be >= 1")
+    if args.pack < 0:
+        raise StudyError("--pack must be >= 1 (0 = the default for this device)")
+    pack = (args.pack or default_pack()) if study.packable else 1
     threads = args.threads or max(1, (os.cpu_count() or 1) // args.workers)
     torch_threads(threads)
     uri = tracking_uri(args.tracking_uri)
     run = StudyRun(study, profile, args.storage, uri, args.data_dir or None, progress=not args.no_progress,
-                   workers=args.workers, parent=args.parent_run, threads=threads)
+                   workers=args.workers, parent=args.parent_run, threads=threads, pack=pack)
     return run.run()
 
 

@@ -62,6 +62,7 @@ class Study:
     profiles: dict[str, Profile]
     oom_retry: bool = True  # out of device memory: retry a trial once at half the batch size
     extras: tuple[str, ...] = ()  # measurements made once per study besides the trials (bench/extras.py)
+    packable: bool = True  # false: every trial trains alone (the study measures wall time per trial)
 
     def arms(self, profile: str) -> list[Arm]:
         """The cross product of the factors' arms that `profile` runs, in file order."""
@@ -115,7 +116,7 @@ def load_study(path: Path) -> Study:
         raw = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as exc:
         raise StudyError(f"{path}: not valid TOML: {exc}") from None
-    known = {"name", "description", "claims", "base", "factors", "tuning", "profiles", "oom_retry", "extras"}
+    known = {"name", "description", "claims", "base", "factors", "tuning", "profiles", "oom_retry", "extras", "packable"}
     for key in raw:
         _expect(key in known, path, key, f"one of {', '.join(sorted(known))}")
     _expect(isinstance(raw.get("name"), str) and raw["name"] == path.stem, path, "name", f"the file's stem {path.stem!r}")
@@ -155,12 +156,13 @@ def load_study(path: Path) -> Study:
                     f"a list of arms of factor {fname} ({', '.join(factors[fname])})")
         profiles[pname] = Profile(p["seeds"], _check_config(path, f"{where}.base", p.get("base", {}), base), p.get("tuning_trials"), arms)
     _expect(isinstance(raw.get("oom_retry", True), bool), path, "oom_retry", "true or false")
+    _expect(isinstance(raw.get("packable", True), bool), path, "packable", "true or false")
     from .extras import EXTRAS
 
     extras = raw.get("extras", [])
     _expect(isinstance(extras, list) and all(e in EXTRAS for e in extras), path, "extras", f"a list of names from: {', '.join(EXTRAS)}")
     study = Study(raw["name"], str(path), raw.get("description", ""), tuple(claims), base, factors, tuning, profiles,
-                  raw.get("oom_retry", True), tuple(extras))
+                  raw.get("oom_retry", True), tuple(extras), raw.get("packable", True))
     for pname in PROFILES:  # every arm's full config must be valid in every profile
         for arm in study.arms(pname):
             try:

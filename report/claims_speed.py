@@ -54,7 +54,9 @@ def convergence_speed(df: pd.DataFrame, figs: FigureMaker) -> Section:
             ("epochs to 95% of own final", to_own_final, 1), ("final test acc %", final_acc("test"), 100)],
             note=f"target = 90% of the median arm's final validation accuracy, floored to a percent ({target:.0%}); "
                  "epochs and seconds are interpolated between epoch ends; runs that never reach the target (or "
-                 "diverge first) are counted in the first column and have no time."))
+                 "diverge first) are counted in the first column and have no time."
+                 + (" Runs trained packed (bench study --pack) share one clock, so they have no seconds."
+                    if "packed" in runs and (runs["packed"].fillna(1) > 1).any() else "")))
         arms = arms_in_order(runs)
         per = {a: runs[runs["arm"] == a] for a in arms}
         fixed = [mean_of(values(per[a], to_target(target))) for a in arms]

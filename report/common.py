@@ -105,8 +105,13 @@ def hist_at(metric: str, epoch: int) -> Metric:
 
 def to_target(target: float, x: str = "epoch", split: str = "val") -> Metric:
     """Epochs (x="epoch") or seconds (x="seconds") until `split` accuracy first reaches target
-    (interpolated); never reached -> NaN (counted in the table's `reached` column)."""
-    return lambda row: crossing(series(row, x), series(row, f"{split}_acc"), target)
+    (interpolated); never reached -> NaN (counted in the table's `reached` column). Seconds of a run
+    trained packed with others (column `packed` > 1) are NaN: the pack shared one clock."""
+    def metric(row) -> float:
+        if x == "seconds" and _f(row.get("packed")) > 1:
+            return math.nan
+        return crossing(series(row, x), series(row, f"{split}_acc"), target)
+    return metric
 
 
 def _f(v) -> float:

@@ -34,7 +34,7 @@ class TrialConfig:
     batch_size: int = 128  # images per step
     seed: int = 0  # initialisation, shuffling, augmentation and dropout randomness
     # --- data --------------------------------------------------------------------------
-    n_train: int = 0  # training images, balanced per class; 0 = all 45,000 left after the validation split
+    n_train: int = 0  # training images, balanced per class; 0 = all 45,000 left after the validation split (task=transfer: source images, classes 0-4; 0 = all 25,000)
     n_val: int = 5000  # validation images carved from train (fixed split, not the trial seed)
     n_test: int = 0  # test images, balanced per class; 0 = all 10,000
     normalization: str = "standardize"  # registry name; fitted on the training split only
@@ -42,6 +42,20 @@ class TrialConfig:
     augment: bool = False  # random 4-px-padded crop + horizontal flip, on whole batches
     input_noise: float = 0.0  # std of Gaussian noise added to normalised inputs in training
     test_noise: float = 0.0  # std of Gaussian noise added to normalised inputs at evaluation
+    # --- task --------------------------------------------------------------------------
+    task: str = "classify"  # classify | transfer (pretrain on a source, train on the target classes) | localize (class + box on a canvas)
+    # transfer: the source model is trained once (cached) and reused by every target trial
+    source: str = "cifar5"  # cifar5 (pretrained here on CIFAR-10 classes 0-4) | imagenet (torchvision weights from `weights`)
+    weights: str = ""  # source=imagenet: a local torchvision ImageNet weights file (.pth) or a URL to download it from
+    pretrain_epochs: int = 15  # source=cifar5: epochs of source training (same model and optimiser as the trial)
+    transfer: str = "finetune"  # scratch | linear (frozen features + linear head) | mlp (frozen features + MLP head) | finetune (all layers)
+    per_class: int = 0  # transfer: target training images per class (classes 5-9); 0 = all that remain after validation
+    pretrain_lr: float = 0.0  # source=cifar5: peak lr of source training; 0 = the trial's lr (fix it when the target lr is tuned, so every tuned value reuses one source)
+    # localize: each image pasted at a random position and scale onto a larger canvas
+    canvas: int = 64  # canvas side in pixels
+    background: str = "plain"  # plain (mid-grey) | noise (uniform noise, redrawn per image)
+    box_loss: str = "smooth_l1"  # l2 (0.5 d^2) | smooth_l1: regression loss on the (cx, cy, w, h) box, standardised by the training boxes
+    box_weight: float = 1.0  # weight of the box loss next to cross-entropy; 0 = classification-only training
     # --- run ---------------------------------------------------------------------------
     device: str = "auto"  # auto (cuda if present, else cpu) | cpu | cuda | cuda:N
     data_dir: str = ""  # "" = $BENCH_DATA_DIR, else ./data with torchvision's download
@@ -52,6 +66,11 @@ class TrialConfig:
 CHOICES: dict[str, tuple[str, ...]] = {
     "init_dist": ("normal", "uniform"),
     "dropout_mode": ("inverted", "classic", "unscaled"),
+    "task": ("classify", "transfer", "localize"),
+    "source": ("cifar5", "imagenet"),
+    "transfer": ("scratch", "linear", "mlp", "finetune"),
+    "background": ("plain", "noise"),
+    "box_loss": ("l2", "smooth_l1"),
 }
 FIELDS = {f.name: f for f in fields(TrialConfig)}
 TRUE, FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
@@ -95,6 +114,10 @@ def validate(cfg: TrialConfig) -> TrialConfig:
         if getattr(cfg, key) not in valid:
             raise ConfigError(f"unknown {key} {getattr(cfg, key)!r}; valid: {', '.join(valid)}")
     checks = [
+        (cfg.per_class >= 0 and cfg.pretrain_epochs >= 1 and cfg.pretrain_lr >= 0,
+         "per_class must be >= 0 (0 = all), pretrain_epochs >= 1 and pretrain_lr >= 0 (0 = the trial's lr)"),
+        (cfg.task != "transfer" or cfg.source != "imagenet" or cfg.transfer == "scratch" or bool(cfg.weights),
+         "source=imagenet needs weights=<torchvision ResNet-18 ImageNet weights: a local .pth file or an http(s) URL>"),
         (cfg.epochs >= 1, "epochs must be >= 1"),
         (cfg.batch_size >= 1, "batch_size must be >= 1"),
         (cfg.lr > 0, "lr must be > 0"),
@@ -104,6 +127,11 @@ def validate(cfg: TrialConfig) -> TrialConfig:
         (cfg.normalization not in ("pca", "pca_whiten") or 1 <= cfg.pca_k <= 3072, "normalization=pca|pca_whiten needs pca_k in 1..3072"),
         (cfg.normalization not in ("pca", "pca_whiten") or cfg.model in ("mlp", "linear"), "normalization=pca|pca_whiten gives flat features: use model=mlp or linear"),
         (cfg.input_noise >= 0 and cfg.test_noise >= 0, "input_noise and test_noise must be >= 0"),
+        (cfg.canvas >= 32 and cfg.box_weight >= 0, "canvas must be >= 32 (pixels) and box_weight >= 0"),
+        (cfg.task != "localize" or cfg.model in ("cnn", "resnet"), "task=localize needs model=cnn or resnet (a conv trunk for two heads)"),
+        (cfg.task != "localize" or cfg.normalization not in ("pca", "pca_whiten", "zca"),
+         "task=localize needs a per-channel normalization (raw, unit, symmetric, standardize): canvases are large"),
+        (cfg.task != "localize" or not cfg.augment, "task=localize: augment must be false (random placement is its augmentation; a crop or flip would move the box)"),
         (cfg.n_train >= 0 and cfg.n_val >= 10 and cfg.n_test >= 0, "n_train, n_test must be >= 0 and n_val >= 10"),
         (cfg.n_train % 10 == 0 and cfg.n_val % 10 == 0 and cfg.n_test % 10 == 0,
          "n_train, n_val and n_test must be multiples of 10 (the splits are class-balanced)"),

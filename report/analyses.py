@@ -116,6 +116,8 @@ def build_sections(df: pd.DataFrame, figs: FigureMaker, study: str | None = None
     extras (report/frame.py, "Extras"), {} when none were logged."""
     from . import (claims_activation, claims_init, claims_inputs, claims_noise, claims_optimizer,  # noqa: F401
                    claims_schedule, claims_speed, claims_training)  # (register their analyses)
+    from . import claims_transfer  # noqa: F401
+    from . import claims_localization  # noqa: F401
 
     out = []
     for claim_id in CLAIMS:

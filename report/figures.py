@@ -269,6 +269,37 @@ class FigureMaker:
         ax.tick_params(axis="y", rotation=0)
         return self._save(fig, name, title, caption)
 
+    def boxes(self, name: str, title: str, rows: list[tuple[str, list[np.ndarray], list[list[tuple]]]],
+              captions: list[list[str]], caption: str = "") -> Figure | None:
+        """A grid of images with boxes drawn on them: one row per (label, images (H, W, 3) uint8, boxes per image
+        as (cx, cy, w, h in image-side units, colour, line style)), each tile titled by `captions[row][col]`."""
+        if not self.enabled or not rows or not rows[0][1]:
+            return None
+        n_cols = max(len(imgs) for _, imgs, _ in rows)
+        fig, axes = plt.subplots(len(rows), n_cols, figsize=(1.55 * n_cols + 1.0, 1.75 * len(rows) + 0.5), squeeze=False)
+        for i, (label, imgs, boxes) in enumerate(rows):
+            for j in range(n_cols):
+                ax = axes[i][j]
+                ax.set_xticks([])
+                ax.set_yticks([])
+                ax.grid(False)
+                if j >= len(imgs):
+                    ax.axis("off")
+                    continue
+                img = imgs[j]
+                side_y, side_x = img.shape[:2]
+                ax.imshow(img, interpolation="nearest", extent=(0, side_x, side_y, 0))
+                for cx, cy, w, h, colour, style in boxes[j]:
+                    ax.add_patch(matplotlib.patches.Rectangle(((cx - w / 2) * side_x, (cy - h / 2) * side_y), w * side_x,
+                                                              h * side_y, fill=False, edgecolor=colour, linestyle=style,
+                                                              linewidth=1.6))
+                ax.set_xlim(0, side_x)
+                ax.set_ylim(side_y, 0)
+                ax.set_title(captions[i][j], fontsize=6.5)
+                if j == 0:
+                    ax.set_ylabel(label, fontsize=8, rotation=0, ha="right", va="center")
+        return self._save(fig, name, title, caption)
+
 
 def _hist(row: pd.Series, key: str) -> tuple[np.ndarray, np.ndarray]:
     """(edges, counts) of a recorded histogram, or two empty arrays."""

@@ -31,6 +31,8 @@ From the trial record (bench/train.py; one flat JSON per run)
     epochs_run      int    epochs trained (fewer than config.epochs when diverged)
     seconds, train_seconds  float  wall and training-only seconds
     images_per_s    float  training throughput
+    packed          float  trials trained together in one process (bench study --pack); NaN or 1 = alone.
+                           A packed run's seconds are the pack's wall clock, not its own
     n_params        int    trainable parameters
     n_train_used, n_val_used, n_test_used  int  split sizes
     device          str    e.g. "cpu (x86_64)" or "cuda (NVIDIA H100 ...)"
@@ -50,6 +52,17 @@ From the trial record (bench/train.py; one flat JSON per run)
     collapse_err    float  identity nets: max relative error of the composed linear map (else NaN)
     adagrad.bin_sqrt_sum, adagrad.bin_eff_lr  list  AdaGrad runs: parameters in deciles of
                            accumulated squared gradient: mean sqrt(sum g^2) and mean effective step
+    Localization runs (config.task = "localize", bench/localization.py) add, finals and history.<m> alike:
+    train_iou, val_iou, test_iou  float  mean IoU of predicted vs true boxes on fixed canvases (0..1)
+    train_box_loss, val_box_loss, test_box_loss  float  the run's box loss on standardised box targets
+                           (train/val/test_loss stay the class head's cross-entropy); history.train_box_loss_running
+                           (epochs 1..E) is the training batches' box loss
+    best_val_iou    float  best validation IoU over epochs
+    test_iou_mean_box  float  IoU of always predicting the training set's mean box (the position-blind baseline)
+    box_mean, box_std  list  training boxes' mean and std of (cx, cy, w, h), canvas units
+    samples.png     str    base64 PNG: 8 fixed test canvases side by side (the same in every run of a test split)
+    samples.true_box, samples.pred_box  list  per canvas [cx, cy, w, h] in canvas units (pred: None if diverged)
+    samples.label, samples.pred_label   list  per canvas true and predicted class index (pred: None if diverged)
 
 Missing values are NaN (or None inside lists). Nothing here depends on torch or MLflow:
 `load.py` builds the frame from MLflow; tests read it from a committed JSON fixture.

@@ -26,7 +26,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-QUICK = {"model": "cnn", "n_train": 5000, "epochs": 3}  # the quick profiles' small CNN on their 5,000-image subset
+from torchvision import datasets
+
+QUICK = {"model": "cnn", "n_train": 5000, "epochs": 2, "packs": (1, 2)}  # the quick profiles' small CNN, their 5,000 images
 MODELS = {"cnn": {"model": "cnn"}, "resnet20": {"model": "resnet", "depth": 20}}
 
 
@@ -77,10 +79,19 @@ class _Cifar10Files:
         self.root = self.tmp.name
 
 
+class _RewrittenCIFAR10(datasets.CIFAR10):
+    """torchvision's CIFAR10 over batch files just written from the same images (they have no
+    published checksums). At module level so DataLoader workers can pickle it."""
+    meta = {**datasets.CIFAR10.meta, "md5": None}
+
+    def _check_integrity(self) -> bool:
+        return True
+
+
 def _naive(cfg, data, device, workers: int) -> dict[str, Any]:
     import torch
     from torch import nn
-    from torchvision import datasets, transforms
+    from torchvision import transforms
 
     from .components import OPTIMIZERS
     from .data import make_splits
@@ -93,13 +104,7 @@ def _naive(cfg, data, device, workers: int) -> dict[str, Any]:
                              transforms.ToTensor(), transforms.Normalize(mean, std)])
     files = _Cifar10Files(splits.train_x, splits.train_y)
 
-    class CIFAR10(datasets.CIFAR10):  # the files were just written from the same images: no published checksums
-        meta = {**datasets.CIFAR10.meta, "md5": None}
-
-        def _check_integrity(self) -> bool:
-            return True
-
-    dataset = CIFAR10(files.root, train=True, transform=tf, download=False)
+    dataset = _RewrittenCIFAR10(files.root, train=True, transform=tf, download=False)
     loader = torch.utils.data.DataLoader(dataset, batch_size=cfg.batch_size, shuffle=True, num_workers=workers,
                                          pin_memory=device.type == "cuda", persistent_workers=workers > 0)
     torch.manual_seed(cfg.seed)
@@ -159,7 +164,7 @@ def _in_fresh_process(*args) -> dict[str, Any]:
         return pool.submit(_measure, *args).result()
 
 
-def run_speed(model: str = "cnn", device: str = "auto", quick: bool = False, packs: tuple[int, ...] = (1, 4, 8),
+def run_speed(model: str = "cnn", device: str = "auto", quick: bool = False, packs: tuple[int, ...] | None = None,
               n_train: int | None = None, epochs: int | None = None, batch_size: int = 128, workers: int | None = None,
               compile: bool = False, data_dir: str | None = None, out=sys.stdout) -> list[dict[str, Any]]:
     """Measure every variant, print the table and the summary lines; return the rows."""
@@ -171,9 +176,10 @@ def run_speed(model: str = "cnn", device: str = "auto", quick: bool = False, pac
     dev = resolve_device(device)
     if quick:
         model = QUICK["model"]
+    packs = packs or (QUICK["packs"] if quick else (1, 4, 8))
     on_cuda = dev.type == "cuda"
     n_train = n_train if n_train is not None else (0 if on_cuda else QUICK["n_train"])  # 0: the whole training set
-    epochs = epochs or (QUICK["epochs"] if quick or not on_cuda else 4)
+    epochs = epochs or (QUICK["epochs"] if quick else 4 if on_cuda else 3)
     workers = workers if workers is not None else min(4, os.cpu_count() or 1)
     threads = torch.get_num_threads()
     load_cifar10(data_dir)  # decode once here, so every variant reads the cache
@@ -228,7 +234,8 @@ def print_table(rows: list[dict[str, Any]], out=sys.stdout) -> None:
               f"{r['rss_mb']:>13.0f}{cuda:>14}", file=out)
     notes = sorted({r["note"] for r in rows if r.get("note")})
     devices = sorted({r["device"] for r in rows if "device" in r})
-    print(f"device: {', '.join(devices)}" + (f"; naive = {'; '.join(notes)}" if notes else ""), file=out)
+    print(f"device: {', '.join(devices)}" + (f"; naive = {'; '.join(notes)}" if notes else "")
+          + "; peak RSS: the training process (DataLoader workers not counted)", file=out)
     for key, (value, how) in summary(rows).items():
         print(f"{key}: {value:.2f}   ({how})", file=out)
     out.flush()

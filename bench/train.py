@@ -198,6 +198,10 @@ class Trial:
             record.update(diag.distinct_units(model))
             record["collapse_err"] = diag.linear_collapse_error(model, self.px)
             record.update(diag.accumulated_vs_step(model, self.optimizer, cfg.lr))
+        if cfg.task == "transfer" and cfg.source == "cifar5" and cfg.transfer != "scratch":
+            from .transfer import source_info  # how the source was trained: its accuracy, epochs, seconds
+
+            record.update({f"source.{k}": v for k, v in (source_info(cfg, self.data) or {}).items()})
         last = {k: v[-1] for k, v in history.items()}
         finals = ["train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc"]
         record.update({k: (last[k] if record["status"] == "ok" else None) for k in finals})  # None: JSON has no NaN

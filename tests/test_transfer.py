@@ -123,6 +123,7 @@ def test_source_is_cached_and_reused_and_results_do_not_depend_on_the_cache(data
     assert len(pretrains) == 3  # a new seed or source lr is a new source
     info = transfer.source_info(make_config(TINY), data)
     assert info["epochs"] == 2 and info["n_train"] == 200 and 0.0 <= info["test_acc"] <= 1.0
+    assert first["source.test_acc"] == info["test_acc"] and first["source.epochs"] == 2  # the record says which source
 
 
 def test_source_learns_the_source_classes(data):

@@ -285,10 +285,9 @@ class StudyRun:
                 if items and not ostudy.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
                     break
                 item = self._claim_final(ostudy, dists, by_name, tuned)
-                if item is not None:
-                    items.append(item)
-                elif items:
+                if item is None:  # pruned or failed: back to the top, which sees whether anything is left
                     break
+                items.append(item)
             for item, ok in zip(items, self._run_group(ostudy, "final", items)):
                 if not ok:
                     self.failed_keys.add((item[1].name, item[2]))

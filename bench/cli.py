@@ -111,6 +111,8 @@ def cmd_speed(args) -> int:
 
     if args.model not in MODELS:
         raise ConfigError(f"unknown model {args.model!r}; valid: {', '.join(MODELS)}")
+    if args.epochs is not None and args.epochs < 2:
+        raise ConfigError("--epochs must be >= 2 (the first epoch is warm-up and is not timed)")
     if args.n_train is not None and (args.n_train < 0 or args.n_train % 10):
         raise ConfigError("--n-train must be a non-negative multiple of 10 (0 = the whole training set)")
     rows = run_speed(args.model, args.device, args.quick, args.packs, args.n_train, args.epochs, args.batch_size,
@@ -125,6 +127,8 @@ def cmd_gpu_check(args) -> int:
 
     if args.device == "cuda" and not torch.cuda.is_available():
         raise ConfigError("no CUDA device here: gpu-check is for a machine with a GPU (--device cpu runs it on the CPU)")
+    if args.epochs < 2:
+        raise ConfigError("--epochs must be >= 2 (the first epoch is warm-up and is not timed)")
     studies = tuple(s for s in args.studies.split(",") if s) if args.studies is not None else CORE_STUDIES
     return run_gpu_check(args.device, args.n_train, args.epochs, studies, args.data_dir)
 

@@ -9,11 +9,13 @@ import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 CORE_STUDIES = ("init", "activation", "optimizer", "dropout", "batchnorm", "resnet-depth")
 RESNET_EPOCH_TARGET_S = 1.0  # issue target: one ResNet-20 epoch on full CIFAR-10 on an H100
 PACKED_TARGET = 3.0  # packed aggregate over sequential throughput for ResNet-20-sized models
+STUDY_TIMEOUT_S = 600  # a smoke study takes about a minute; ten means something is stuck
 
 
 def run_gpu_check(device: str = "cuda", n_train: int | None = None, epochs: int = 3,
@@ -44,13 +46,19 @@ def run_gpu_check(device: str = "cuda", n_train: int | None = None, epochs: int 
             met = pipe["seconds_per_epoch"] <= RESNET_EPOCH_TARGET_S and ratios.get("packed_speedup", (0,))[0] >= PACKED_TARGET
             verdict = "target met" if met else "target missed"
         table.append((f"speed {model}", verdict, detail + f" ({time.perf_counter() - t0:.0f} s)"))
+    # the studies run in a temporary folder: give them the data folder as an absolute path
+    data_dir = str(Path(data_dir or os.environ.get("BENCH_DATA_DIR") or "data").resolve())
     with tempfile.TemporaryDirectory(prefix="bench-gpu-check-") as tmp:
         env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp}/mlflow.db"}
         for study in studies:
             t0 = time.perf_counter()
             cmd = [sys.executable, "-m", "bench", "study", study, "--profile", "smoke", "--no-progress",
-                   "--storage", f"sqlite:///{tmp}/optuna.db"] + (["--data-dir", data_dir] if data_dir else [])
-            proc = subprocess.run(cmd, cwd=tmp, env=env, capture_output=True, text=True)
+                   "--storage", f"sqlite:///{tmp}/optuna.db", "--data-dir", data_dir]
+            try:
+                proc = subprocess.run(cmd, cwd=tmp, env=env, capture_output=True, text=True, timeout=STUDY_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                table.append((f"smoke {study}", "timed out", f"over {STUDY_TIMEOUT_S} s"))
+                continue
             seconds = time.perf_counter() - t0
             last = (proc.stdout.strip().splitlines() or [""])[-1]
             err = (proc.stderr.strip().splitlines() or [""])[-1]

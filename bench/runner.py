@@ -252,7 +252,7 @@ class StudyRun:
                         break
                     items = []
                     for _ in range(min(self.pack, budget - len(trials))):
-                        trial = ostudy.ask()
+                        trial = self._ask(ostudy)
                         if len(ostudy.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))) > budget:
                             ostudy.tell(trial, state=TrialState.PRUNED)  # another worker took the last slot
                             break
@@ -292,11 +292,20 @@ class StudyRun:
                 if not ok:
                     self.failed_keys.add((item[1].name, item[2]))
 
+    @staticmethod
+    def _ask(ostudy: optuna.Study, dists: dict | None = None) -> optuna.Trial:
+        """ostudy.ask(), with this worker's host and pid recorded at once: a claimed trial whose
+        process dies before it starts is still recognised as stale (fail_stale) and rerun."""
+        trial = ostudy.ask(dists)
+        for key, value in worker_tags().items():
+            trial.set_user_attr(key.split(".")[1], value)
+        return trial
+
     def _claim_final(self, ostudy: optuna.Study, dists: dict, by_name: dict[str, Arm],
                      tuned: dict[str, float | None]) -> tuple | None:
         """Pop the next enqueued (arm, seed): (trial, arm, seed, extra), or None when it is done
         or being done elsewhere (pruned) or cannot run (failed)."""
-        trial = ostudy.ask(dists)
+        trial = self._ask(ostudy, dists)
         key = (trial.params["arm"], trial.params["seed"])
         others = ostudy.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))
         if key in self.failed_keys or any(_key(t) == key and t.number != trial.number for t in others):
@@ -319,13 +328,20 @@ class StudyRun:
             key = pack_key(self.study.config(self.profile, arm, seed, **extra))
             groups.setdefault(("alone", i) if key is None else key, []).append(i)
         ok = [False] * len(items)
-        for members in groups.values():
-            if len(members) == 1:
-                i = members[0]
-                ok[i] = self._run_trial(ostudy, items[i][0], stage, *items[i][1:])
-            else:
-                for i, result in zip(members, self._run_packed(ostudy, stage, [items[i] for i in members])):
-                    ok[i] = result
+        try:
+            for members in groups.values():
+                if len(members) == 1:
+                    i = members[0]
+                    ok[i] = self._run_trial(ostudy, items[i][0], stage, *items[i][1:])
+                else:
+                    for i, result in zip(members, self._run_packed(ostudy, stage, [items[i] for i in members])):
+                        ok[i] = result
+        except BaseException:  # Ctrl-C in one group: the claimed trials of the others are failed too (rerun next time)
+            running = {t.number for t in ostudy.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
+            for trial, *_ in items:
+                if trial.number in running:
+                    ostudy.tell(trial, state=TrialState.FAIL)
+            raise
         return ok
 
     def _start_run(self, trial: optuna.Trial, stage: str, arm: Arm, seed: int, extra: dict, cfg, packed: int = 1,
@@ -430,6 +446,7 @@ class StudyRun:
         cfgs = [self.study.config(self.profile, arm, seed, **extra) for _, arm, seed, extra in items]
         label = f"{stage} {items[0][1].name} seed={items[0][2]} +{len(items) - 1} packed"
         run_ids: list[str] = []
+        out_of_memory = False
         try:
             for (trial, arm, seed, extra), cfg in zip(items, cfgs):
                 run_ids.append(self._start_run(trial, stage, arm, seed, extra, cfg, packed=len(items))[0])
@@ -450,15 +467,20 @@ class StudyRun:
         except Exception as exc:
             reason = _reason(exc)
             self._failed_runs(run_ids, f"packed x{len(items)}: {reason}")
-            if isinstance(exc, torch.OutOfMemoryError):
-                if self.device_is_cuda:
-                    torch.cuda.empty_cache()
-                return [self._run_trial(ostudy, trial, stage, arm, seed, extra) for trial, arm, seed, extra in items]
-            for trial, arm, seed, _ in items:
-                self._fail(ostudy, trial, stage, arm, seed, f"packed x{len(items)}: {reason}")
-            if os.environ.get("BENCH_DEBUG"):
-                raise
-            return [False] * len(items)
+            out_of_memory = isinstance(exc, torch.OutOfMemoryError)
+            if not out_of_memory:
+                for trial, arm, seed, _ in items:
+                    self._fail(ostudy, trial, stage, arm, seed, f"packed x{len(items)}: {reason}")
+                if os.environ.get("BENCH_DEBUG"):
+                    raise
+                return [False] * len(items)
+        if out_of_memory:  # outside the except block, so the failed pack's frames (and memory) are gone
+            import gc
+
+            gc.collect()
+            if self.device_is_cuda:
+                torch.cuda.empty_cache()
+            return [self._run_trial(ostudy, trial, stage, arm, seed, extra) for trial, arm, seed, extra in items]
         for run_id, (trial, *_), record in zip(run_ids, items, records):
             self._finish(ostudy, trial, run_id, record)
         self._refresh_bar()

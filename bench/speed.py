@@ -112,19 +112,21 @@ def _naive(cfg, data, device, workers: int) -> dict[str, Any]:
     optimizer = OPTIMIZERS.get(cfg.optimizer)(model.parameters(), cfg)
     cumulative, total = [0.0], 0.0
     model.train()
-    for _ in range(cfg.epochs):
-        t0 = time.perf_counter()
-        for x, y in loader:
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            loss = nn.functional.cross_entropy(model(x), y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        total += time.perf_counter() - t0
-        cumulative.append(total)
-    files.tmp.cleanup()
+    try:
+        for _ in range(cfg.epochs):
+            t0 = time.perf_counter()
+            for x, y in loader:
+                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+                loss = nn.functional.cross_entropy(model(x), y)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            total += time.perf_counter() - t0
+            cumulative.append(total)
+    finally:
+        files.tmp.cleanup()
     return {"cumulative": cumulative, "images": len(dataset), "note": f"torchvision CIFAR10 + DataLoader(num_workers={workers})"}
 
 
@@ -178,7 +180,7 @@ def run_speed(model: str = "cnn", device: str = "auto", quick: bool = False, pac
         model = QUICK["model"]
     packs = packs or (QUICK["packs"] if quick else (1, 4, 8))
     on_cuda = dev.type == "cuda"
-    n_train = n_train if n_train is not None else (0 if on_cuda else QUICK["n_train"])  # 0: the whole training set
+    n_train = n_train if n_train is not None else (QUICK["n_train"] if quick or not on_cuda else 0)  # 0: all of it
     epochs = epochs or (QUICK["epochs"] if quick else 4 if on_cuda else 3)
     workers = workers if workers is not None else min(4, os.cpu_count() or 1)
     threads = torch.get_num_threads()

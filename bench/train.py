@@ -256,6 +256,8 @@ def train_trial(cfg: TrialConfig, logger: EpochLogger | None = None, progress: b
                 diverged = True
                 break
             bar.update(1)
+        if trial.on_cuda:
+            torch.cuda.synchronize(trial.device)  # the epoch's queued steps belong to its seconds
         metrics = trial.end_epoch(epoch, time.perf_counter() - t0, diverged)
         if metrics is not None:
             bar.set_postfix(val_acc=f"{metrics['val_acc']:.3f}")
@@ -337,11 +339,11 @@ def train_packed(cfgs: list[TrialConfig], loggers: list[EpochLogger | None] | No
     if None in keys or len(keys) > 1:
         raise ValueError("packed trials must share every config field except " + ", ".join(sorted(PACKABLE)))
     loggers = loggers or [None] * len(cfgs)
+    if len(cfgs) == 1:  # nothing to stack: the plain loop
+        return [train_trial(cfgs[0], loggers[0], progress, data)]
     device = resolve_device(cfgs[0].device)
     data = data if data is not None else load_cifar10(cfgs[0].data_dir or None)
     trials = [Trial(c, lg, data, device) for c, lg in zip(cfgs, loggers)]
-    if len(trials) == 1:  # nothing to stack: the plain loop
-        return [train_trial(cfgs[0], loggers[0], progress, data)]
     for t in trials:
         t.start()
     cfg, amp = cfgs[0], trials[0].amp
@@ -367,6 +369,8 @@ def train_packed(cfgs: list[TrialConfig], loggers: list[EpochLogger | None] | No
             bar.update(1)
             if len(failed) == len(active):
                 break
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
         seconds = time.perf_counter() - t0
         pack.release()
         for j, t in enumerate(active):

@@ -27,7 +27,7 @@ def test_speed_prints_table_and_ratios(tmp_path, data_dir):
 
 def test_speed_rejects_bad_input_in_one_line(tmp_path):
     for args, message in ((["--model", "vgg"], "unknown model 'vgg'"), (["--n-train", "15"], "multiple of 10"),
-                          (["--packs", "0,2"], "pack sizes must be >= 1")):
+                          (["--packs", "0,2"], "pack sizes must be >= 1"), (["--epochs", "1"], "warm-up")):
         proc = _bench(tmp_path, "speed", *args, timeout=120)
         assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr
 

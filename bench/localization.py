@@ -8,9 +8,7 @@ from __future__ import annotations
 import base64
 import io
 import math
-import platform
 import time
-from contextlib import nullcontext
 from typing import Any
 
 import numpy as np
@@ -21,11 +19,11 @@ from tqdm import tqdm
 
 from . import diagnostics as diag
 from .components import ACTIVATIONS, OPTIMIZERS, SCHEDULES, apply_init
-from .config import ConfigError, TrialConfig, as_dict
+from .config import ConfigError, TrialConfig
 from .data import (Cifar10, fit_normalizer, fixed_canvases, iterate_batches, load_cifar10, make_splits,
                    place_on_canvas)
 from .models import build_model
-from .train import EVAL_BATCH, EpochLogger, git_commit, resolve_device
+from .train import EVAL_BATCH, EpochLogger, autocast_for, provenance, resolve_device
 
 BOX_GRID = 4  # the box head pools the feature map to 4x4 cells: global pooling alone would discard position
 BOX_HIDDEN = 128  # hidden units of the box head's MLP
@@ -115,7 +113,7 @@ def train_localization(cfg: TrialConfig, logger: EpochLogger | None = None, prog
     data = data if data is not None else load_cifar10(cfg.data_dir or None)
     splits = make_splits(data, cfg.n_train, cfg.n_val, cfg.n_test)
     on_cuda = device.type == "cuda"
-    amp = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if on_cuda else nullcontext
+    amp = autocast_for(device)
     if on_cuda:
         torch.backends.cudnn.benchmark = True
 
@@ -267,11 +265,6 @@ def train_localization(cfg: TrialConfig, logger: EpochLogger | None = None, prog
         "images_per_s": len(tx) * epochs_run / max(train_seconds, 1e-9),
         "n_params": sum(p.numel() for p in model.parameters()),
         "n_train_used": len(tx), "n_val_used": len(vx), "n_test_used": len(sx),
-        "device": str(device) + (f" ({torch.cuda.get_device_name(device)})" if on_cuda else f" ({platform.processor() or platform.machine()})"),
-        "torch_version": torch.__version__,
-        "git_commit": git_commit(),
-        "data_source": data.source, "data_digest": data.digest,
-        **{f"config.{k}": v for k, v in as_dict(cfg).items()},
-        **{f"history.{k}": v for k, v in history.items()},
+        **provenance(cfg, device, data, history),
     })
     return record

@@ -49,6 +49,20 @@ def git_commit() -> str:
         return "unknown"
 
 
+def autocast_for(device: torch.device):
+    """A context-manager factory: bf16 autocast on CUDA, nothing elsewhere."""
+    return (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if device.type == "cuda" else nullcontext
+
+
+def provenance(cfg: TrialConfig, device: torch.device, data: Cifar10, history: dict[str, list]) -> dict[str, Any]:
+    """The record keys every trial kind shares: where and with what it ran, its config and its history."""
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
+    return {"device": f"{device} ({name})", "torch_version": torch.__version__, "git_commit": git_commit(),
+            "data_source": data.source, "data_digest": data.digest,
+            **{f"config.{k}": v for k, v in as_dict(cfg).items()},
+            **{f"history.{k}": v for k, v in history.items()}}
+
+
 @torch.no_grad()
 def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, prep, noise: float, generator: torch.Generator, amp) -> tuple[float, float]:
     """(mean cross-entropy loss, accuracy) in eval mode over all of x."""
@@ -86,7 +100,7 @@ class Trial:
             norm = fit_normalizer(cfg.normalization, splits.train_x, cfg.pca_k)
             make_model = lambda shape, generator: build_model(cfg, shape, generator)  # noqa: E731
         self.on_cuda = device.type == "cuda"
-        self.amp = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if self.on_cuda else nullcontext
+        self.amp = autocast_for(device)
         if self.on_cuda:
             torch.backends.cudnn.benchmark = True
         self.norm = norm.to(device)
@@ -205,7 +219,6 @@ class Trial:
         last = {k: v[-1] for k, v in history.items()}
         finals = ["train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc"]
         record.update({k: (last[k] if record["status"] == "ok" else None) for k in finals})  # None: JSON has no NaN
-        device = self.device
         record.update({
             "epochs_run": self.epochs_run,
             "best_val_acc": max(history["val_acc"]),
@@ -214,12 +227,7 @@ class Trial:
             "images_per_s": len(self.tx) * self.epochs_run / max(self.train_seconds, 1e-9),
             "n_params": sum(p.numel() for p in model.parameters()),
             "n_train_used": len(self.tx), "n_val_used": len(self.vx), "n_test_used": len(self.sx),
-            "device": str(device) + (f" ({torch.cuda.get_device_name(device)})" if self.on_cuda else f" ({platform.processor() or platform.machine()})"),
-            "torch_version": torch.__version__,
-            "git_commit": git_commit(),
-            "data_source": self.data.source, "data_digest": self.data.digest,
-            **{f"config.{k}": v for k, v in as_dict(cfg).items()},
-            **{f"history.{k}": v for k, v in history.items()},
+            **provenance(cfg, self.device, self.data, history),
         })
         return record
 

@@ -30,7 +30,7 @@ import math
 import os
 import tempfile
 import time
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -42,6 +42,7 @@ from .config import ConfigError, TrialConfig, as_dict
 from .data import (ChannelAffine, Cifar10, DataError, Normalizer, Splits, augment, class_subset_splits, fit_normalizer,
                    iterate_batches)
 from .models import Dropout, build_model
+from .train import autocast_for
 
 SOURCE_CLASSES = (0, 1, 2, 3, 4)  # pretraining classes
 TARGET_CLASSES = (5, 6, 7, 8, 9)  # transfer classes, labels 0-4 in this order
@@ -190,7 +191,7 @@ def pretrain(cfg: TrialConfig, source: Splits, norm: Normalizer, device: torch.d
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
     norm = norm.to(device)
-    amp = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if device.type == "cuda" else nullcontext
+    amp = autocast_for(device)
     tx, ty = source.train_x.to(device), source.train_y.to(device)
     model = source_model(cfg, norm.out_shape, gen).to(device)
     optimizer = OPTIMIZERS.get(cfg.optimizer)(model.parameters(), cfg)

@@ -8,7 +8,7 @@ NAME ?= init
 PROFILE ?=
 PROFILE_ARG := $(if $(PROFILE),--profile $(PROFILE),)
 
-.PHONY: install test study ui report list speed gpu-check clean-venv
+.PHONY: install test test-fast lint study ui report list speed gpu-check clean-venv
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -20,8 +20,17 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-test: $(STAMP)
-	$(PY) -m pytest -q tests
+# Everything CI runs: lint and format checks, then every test (PYTEST_ARGS passes extra pytest options).
+test: lint
+	$(PY) -m pytest -q tests $(PYTEST_ARGS)
+
+# The edit loop: no whole studies in subprocesses, no browser, PostgreSQL or MLflow server (marker `slow`).
+test-fast: $(STAMP)
+	$(PY) -m pytest -q tests -m "not slow" $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check bench report tests scripts
+	$(VENV)/bin/ruff format --check bench report tests scripts
 
 study: $(STAMP)
 	$(VENV)/bin/bench study $(NAME) $(PROFILE_ARG)

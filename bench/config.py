@@ -1,12 +1,15 @@
 """One frozen dataclass holds a trial's whole configuration; `key=value` overrides are type-checked."""
+
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, fields
 from typing import Any
 
+from .errors import BenchError
 
-class ConfigError(ValueError):
+
+class ConfigError(BenchError, ValueError):
     """A user's config is wrong; the message lists the valid keys or values (the CLI exits 2)."""
 
 
@@ -43,18 +46,24 @@ class TrialConfig:
     input_noise: float = 0.0  # std of Gaussian noise added to normalised inputs in training
     test_noise: float = 0.0  # std of Gaussian noise added to normalised inputs at evaluation
     # --- task --------------------------------------------------------------------------
-    task: str = "classify"  # classify | transfer (pretrain on a source, train on the target classes) | localize (class + box on a canvas)
+    task: str = (
+        "classify"  # classify | transfer (pretrain on a source, train on the target classes) | localize (class + box on a canvas)
+    )
     # transfer: the source model is trained once (cached) and reused by every target trial
     source: str = "cifar5"  # cifar5 (pretrained here on CIFAR-10 classes 0-4) | imagenet (torchvision weights from `weights`)
     weights: str = ""  # source=imagenet: a local torchvision ImageNet weights file (.pth) or a URL to download it from
     pretrain_epochs: int = 15  # source=cifar5: epochs of source training (same model and optimiser as the trial)
-    transfer: str = "finetune"  # scratch | linear (frozen features + linear head) | mlp (frozen features + MLP head) | finetune (all layers)
+    transfer: str = (
+        "finetune"  # scratch | linear (frozen features + linear head) | mlp (frozen features + MLP head) | finetune (all layers)
+    )
     per_class: int = 0  # transfer: target training images per class (classes 5-9); 0 = all that remain after validation
     pretrain_lr: float = 0.0  # source=cifar5: peak lr of source training; 0 = the trial's lr (fix it when the target lr is tuned, so every tuned value reuses one source)
     # localize: each image pasted at a random position and scale onto a larger canvas
     canvas: int = 64  # canvas side in pixels
     background: str = "plain"  # plain (mid-grey) | noise (uniform noise, redrawn per image)
-    box_loss: str = "smooth_l1"  # l2 (0.5 d^2) | smooth_l1: regression loss on the (cx, cy, w, h) box, standardised by the training boxes
+    box_loss: str = (
+        "smooth_l1"  # l2 (0.5 d^2) | smooth_l1: regression loss on the (cx, cy, w, h) box, standardised by the training boxes
+    )
     box_weight: float = 1.0  # weight of the box loss next to cross-entropy; 0 = classification-only training
     # --- run ---------------------------------------------------------------------------
     device: str = "auto"  # auto (cuda if present, else cpu) | cpu | cuda | cuda:N
@@ -100,12 +109,18 @@ def parse_value(key: str, text: Any) -> Any:
 
 def validate(cfg: TrialConfig) -> TrialConfig:
     """Check every registry name and range; raise ConfigError listing the valid values."""
-    from .components import ACTIVATIONS, INITS, OPTIMIZERS, SCHEDULES
     from .data import NORMALIZATIONS
-    from .models import MODELS
+    from .engine.components import ACTIVATIONS, INITS, OPTIMIZERS, SCHEDULES
+    from .engine.models import MODELS
 
-    registries = {"model": MODELS, "activation": ACTIVATIONS, "init": INITS, "optimizer": OPTIMIZERS,
-                  "schedule": SCHEDULES, "normalization": NORMALIZATIONS}
+    registries = {
+        "model": MODELS,
+        "activation": ACTIVATIONS,
+        "init": INITS,
+        "optimizer": OPTIMIZERS,
+        "schedule": SCHEDULES,
+        "normalization": NORMALIZATIONS,
+    }
     for key, reg in registries.items():
         value = getattr(cfg, key)
         if value not in reg:
@@ -114,27 +129,50 @@ def validate(cfg: TrialConfig) -> TrialConfig:
         if getattr(cfg, key) not in valid:
             raise ConfigError(f"unknown {key} {getattr(cfg, key)!r}; valid: {', '.join(valid)}")
     checks = [
-        (cfg.per_class >= 0 and cfg.pretrain_epochs >= 1 and cfg.pretrain_lr >= 0,
-         "per_class must be >= 0 (0 = all), pretrain_epochs >= 1 and pretrain_lr >= 0 (0 = the trial's lr)"),
-        (cfg.task != "transfer" or cfg.source != "imagenet" or cfg.transfer == "scratch" or bool(cfg.weights),
-         "source=imagenet needs weights=<torchvision ResNet-18 ImageNet weights: a local .pth file or an http(s) URL>"),
+        (
+            cfg.per_class >= 0 and cfg.pretrain_epochs >= 1 and cfg.pretrain_lr >= 0,
+            "per_class must be >= 0 (0 = all), pretrain_epochs >= 1 and pretrain_lr >= 0 (0 = the trial's lr)",
+        ),
+        (
+            cfg.task != "transfer" or cfg.source != "imagenet" or cfg.transfer == "scratch" or bool(cfg.weights),
+            "source=imagenet needs weights=<torchvision ResNet-18 ImageNet weights: a local .pth file or an http(s) URL>",
+        ),
         (cfg.epochs >= 1, "epochs must be >= 1"),
         (cfg.batch_size >= 1, "batch_size must be >= 1"),
         (cfg.lr > 0, "lr must be > 0"),
         (0.0 <= cfg.dropout < 1.0, "dropout must be in [0, 1)"),
         (cfg.depth >= 0 and cfg.width >= 0, "depth and width must be >= 0 (0 = model default)"),
-        (cfg.model != "resnet" or cfg.depth == 0 or (cfg.depth - 2) % 6 == 0, "resnet depth must be 6n+2 (8, 14, 20, 32, 44, 56, 110)"),
-        (cfg.normalization not in ("pca", "pca_whiten") or 1 <= cfg.pca_k <= 3072, "normalization=pca|pca_whiten needs pca_k in 1..3072"),
-        (cfg.normalization not in ("pca", "pca_whiten") or cfg.model in ("mlp", "linear"), "normalization=pca|pca_whiten gives flat features: use model=mlp or linear"),
+        (
+            cfg.model != "resnet" or cfg.depth == 0 or (cfg.depth - 2) % 6 == 0,
+            "resnet depth must be 6n+2 (8, 14, 20, 32, 44, 56, 110)",
+        ),
+        (
+            cfg.normalization not in ("pca", "pca_whiten") or 1 <= cfg.pca_k <= 3072,
+            "normalization=pca|pca_whiten needs pca_k in 1..3072",
+        ),
+        (
+            cfg.normalization not in ("pca", "pca_whiten") or cfg.model in ("mlp", "linear"),
+            "normalization=pca|pca_whiten gives flat features: use model=mlp or linear",
+        ),
         (cfg.input_noise >= 0 and cfg.test_noise >= 0, "input_noise and test_noise must be >= 0"),
         (cfg.canvas >= 32 and cfg.box_weight >= 0, "canvas must be >= 32 (pixels) and box_weight >= 0"),
-        (cfg.task != "localize" or cfg.model in ("cnn", "resnet"), "task=localize needs model=cnn or resnet (a conv trunk for two heads)"),
-        (cfg.task != "localize" or cfg.normalization not in ("pca", "pca_whiten", "zca"),
-         "task=localize needs a per-channel normalization (raw, unit, symmetric, standardize): canvases are large"),
-        (cfg.task != "localize" or not cfg.augment, "task=localize: augment must be false (random placement is its augmentation; a crop or flip would move the box)"),
+        (
+            cfg.task != "localize" or cfg.model in ("cnn", "resnet"),
+            "task=localize needs model=cnn or resnet (a conv trunk for two heads)",
+        ),
+        (
+            cfg.task != "localize" or cfg.normalization not in ("pca", "pca_whiten", "zca"),
+            "task=localize needs a per-channel normalization (raw, unit, symmetric, standardize): canvases are large",
+        ),
+        (
+            cfg.task != "localize" or not cfg.augment,
+            "task=localize: augment must be false (random placement is its augmentation; a crop or flip would move the box)",
+        ),
         (cfg.n_train >= 0 and cfg.n_val >= 10 and cfg.n_test >= 0, "n_train, n_test must be >= 0 and n_val >= 10"),
-        (cfg.n_train % 10 == 0 and cfg.n_val % 10 == 0 and cfg.n_test % 10 == 0,
-         "n_train, n_val and n_test must be multiples of 10 (the splits are class-balanced)"),
+        (
+            cfg.n_train % 10 == 0 and cfg.n_val % 10 == 0 and cfg.n_test % 10 == 0,
+            "n_train, n_val and n_test must be multiples of 10 (the splits are class-balanced)",
+        ),
     ]
     for ok, message in checks:
         if not ok:

@@ -3,10 +3,12 @@
 Each registry maps a short name (the value users type in `key=value`) to a builder
 and a one-line description, which `bench list` prints and tests iterate over.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any
 
 
 @dataclass

@@ -1,11 +1,13 @@
 """The registry of claim analyses (claim id -> function(runs frame, FigureMaker) -> Section; analyses
 registered with extras=True also get the study extras, see report/frame.py) and the sections for
 claims without runs or without a dedicated analysis."""
+
 from __future__ import annotations
 
 import os
 import traceback
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import pandas as pd
 
@@ -33,6 +35,7 @@ def analysis(claim_id: str, extras: bool = False) -> Callable[[Analysis], Analys
         ANALYSES[claim_id] = fn
         (WANTS_EXTRAS.add if extras else WANTS_EXTRAS.discard)(claim_id)
         return fn
+
     return wrap
 
 
@@ -56,9 +59,18 @@ def start(claim_id: str, df: pd.DataFrame, study: str) -> tuple[Section, pd.Data
     profile = runs["profile"].iloc[0] if len(runs) else ""
     tune = tunes(df, study, profile)
     claim, studies, settles = CLAIMS[claim_id]
-    sec = Section(claim_id, claim, claim_studies(claim_id), settles, Verdict(INCONCLUSIVE, "not decided"),
-                  setup=setup(study, runs, tune), runs=run_links(runs), commands=commands(study, profile),
-                  profile=profile, device=device_of(runs))
+    sec = Section(
+        claim_id,
+        claim,
+        claim_studies(claim_id),
+        settles,
+        Verdict(INCONCLUSIVE, "not decided"),
+        setup=setup(study, runs, tune),
+        runs=run_links(runs),
+        commands=commands(study, profile),
+        profile=profile,
+        device=device_of(runs),
+    )
     return sec, runs, tune
 
 
@@ -68,13 +80,12 @@ def not_measured(claim_id: str, df: pd.DataFrame | None = None) -> Section:
     exists = _study_exists
     why = "no runs of its study yet" if all(exists(s) for s in studies) else "its study does not exist yet"
     cmds = [c for s in studies for c in commands(s)]
-    return Section(claim_id, claim, studies, settles, Verdict(NOT_MEASURED, f"{why}: run " + " / ".join(cmds)),
-                   commands=cmds)
+    return Section(claim_id, claim, studies, settles, Verdict(NOT_MEASURED, f"{why}: run " + " / ".join(cmds)), commands=cmds)
 
 
 def _study_exists(name: str) -> bool:
     try:
-        from bench.studies import studies_dir
+        from bench.study.files import studies_dir
     except ImportError:
         return False
     return (studies_dir() / f"{name}.toml").exists()
@@ -84,12 +95,24 @@ def generic(claim_id: str, df: pd.DataFrame, figs: FigureMaker) -> Section:
     """A claim with runs but no dedicated analysis yet: per-arm accuracy and curves, no verdict rule."""
     study = next(s for s in claim_studies(claim_id) if len(finals(df, s)))
     sec, runs, _ = start(claim_id, df, study)
-    sec.tables.append(arm_table("Final accuracy per arm (%)", runs, [("test acc", final_acc("test"), 100),
-                                                                      ("train acc", final_acc("train"), 100)]))
-    sec.figures.append(figs.curves(f"{claim_id}-curves", f"{study}: learning curves",
-                                   runs, [("val_acc", "validation accuracy"), ("train_loss", "training loss")]))
-    sec.verdict = Verdict(INCONCLUSIVE, "no decision rule is implemented for this claim yet (report/claims_*.py); "
-                          "the per-arm evidence is shown", n_seeds=seeds_per_arm(runs))
+    sec.tables.append(
+        arm_table(
+            "Final accuracy per arm (%)", runs, [("test acc", final_acc("test"), 100), ("train acc", final_acc("train"), 100)]
+        )
+    )
+    sec.figures.append(
+        figs.curves(
+            f"{claim_id}-curves",
+            f"{study}: learning curves",
+            runs,
+            [("val_acc", "validation accuracy"), ("train_loss", "training loss")],
+        )
+    )
+    sec.verdict = Verdict(
+        INCONCLUSIVE,
+        "no decision rule is implemented for this claim yet (report/claims_*.py); the per-arm evidence is shown",
+        n_seeds=seeds_per_arm(runs),
+    )
     return sec
 
 
@@ -105,19 +128,29 @@ def _guarded(claim_id: str, df: pd.DataFrame, figs: FigureMaker, extras: Extras)
             raise
         traceback.print_exc()
         sec = generic(claim_id, df, figs)
-        sec.verdict = Verdict(INCONCLUSIVE, f"the analysis failed ({type(exc).__name__}: {exc}); per-arm evidence shown",
-                              n_seeds=sec.verdict.n_seeds)
+        sec.verdict = Verdict(
+            INCONCLUSIVE,
+            f"the analysis failed ({type(exc).__name__}: {exc}); per-arm evidence shown",
+            n_seeds=sec.verdict.n_seeds,
+        )
         return sec
 
 
-def build_sections(df: pd.DataFrame, figs: FigureMaker, study: str | None = None,
-                   extras: Extras | None = None) -> list[Section]:
+def build_sections(df: pd.DataFrame, figs: FigureMaker, study: str | None = None, extras: Extras | None = None) -> list[Section]:
     """One section per claim id in CLAIMS order (only `study`'s claims when given); `extras`: the study
     extras (report/frame.py, "Extras"), {} when none were logged."""
-    from . import (claims_activation, claims_init, claims_inputs, claims_noise, claims_optimizer,  # noqa: F401
-                   claims_schedule, claims_speed, claims_training)  # (register their analyses)
-    from . import claims_transfer  # noqa: F401
-    from . import claims_localization  # noqa: F401
+    from . import (  # noqa: F401
+        claims_activation,
+        claims_init,
+        claims_inputs,
+        claims_localization,  # noqa: F401
+        claims_noise,
+        claims_optimizer,
+        claims_schedule,  # (register their analyses)
+        claims_speed,
+        claims_training,
+        claims_transfer,  # noqa: F401
+    )
 
     out = []
     for claim_id in CLAIMS:

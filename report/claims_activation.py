@@ -1,4 +1,5 @@
 """The activation study's claims: nonlinearity, sigmoid-saturation, zero-centered."""
+
 from __future__ import annotations
 
 import math
@@ -7,8 +8,7 @@ import numpy as np
 import pandas as pd
 
 from .analyses import analysis, start
-from .common import (arm_table, check, column, compare, final_acc, learning_area, mean_of, run_links, values,
-                     with_layer_mean)
+from .common import arm_table, check, column, compare, final_acc, learning_area, mean_of, run_links, values, with_layer_mean
 from .figures import BAND, FigureMaker
 from .frame import at_epoch, row_layers, series
 from .section import Section, fmt
@@ -29,6 +29,7 @@ def _acc(runs: pd.DataFrame, arm: str) -> float:
 def grad_spread(epoch: int):
     """log10(first-layer gradient norm / last-layer gradient norm) at `epoch` (-1 = mean over epochs):
     how much the gradient shrinks on its way back to the input."""
+
     def metric(row: pd.Series) -> float:
         names = row_layers(row, "L", "grad_norm")
         if len(names) < 2:
@@ -39,6 +40,7 @@ def grad_spread(epoch: int):
             f, l = at_epoch(row, f"{names[0]}.grad_norm", epoch), at_epoch(row, f"{names[-1]}.grad_norm", epoch)
             return math.log10(f / l) if f > 0 and l > 0 else math.nan
         return float(np.mean([math.log10(f / l) for f, l in pairs])) if pairs else math.nan
+
     return metric
 
 
@@ -54,6 +56,7 @@ def mean_saturated(epoch: int):
     def metric(row: pd.Series) -> float:
         vals = [at_epoch(row, f"{n}.saturated", epoch) for n in row_layers(row, "A", "saturated")]
         return mean_of(vals)
+
     return metric
 
 
@@ -62,25 +65,51 @@ def nonlinearity(df: pd.DataFrame, figs: FigureMaker) -> Section:
     sec, runs, _ = start("nonlinearity", df, "activation")
     sub = _arms(runs, "linear", "identity", "relu")
     ident = _arms(runs, "identity")
-    sec.tables.append(arm_table("Linear classifier, deep identity net and deep ReLU net (accuracy in %)", sub, [
-        ("test acc", final_acc("test"), 100), ("train acc", final_acc("train"), 100),
-        ("collapse error (max rel.)", column("collapse_err"), 1)]))
+    sec.tables.append(
+        arm_table(
+            "Linear classifier, deep identity net and deep ReLU net (accuracy in %)",
+            sub,
+            [
+                ("test acc", final_acc("test"), 100),
+                ("train acc", final_acc("train"), 100),
+                ("collapse error (max rel.)", column("collapse_err"), 1),
+            ],
+        )
+    )
     errs = values(ident[ident["status"] == "ok"], column("collapse_err"))  # diverged runs have no final weights
     worst = max((e for e in errs if math.isfinite(e)), default=math.nan)
     n_div = int((ident["status"] == "diverged").sum())
     eq = welch(values(ident, final_acc("test")), values(_arms(runs, "linear"), final_acc("test")))
     parts = [
-        check("a deep net without activations is one linear map", "identity net: composed matrix vs outputs", ident,
-              all(math.isfinite(e) and e < 1e-4 for e in errs) if errs else None,
-              f"max relative error {fmt(worst)} (< 1e-4 required) over {len(errs)} finished runs"
-              + (f" ({n_div} diverged, not checkable)" if n_div else "")),
-        compare("the activation is what lets the net learn more than a linear model", "relu − identity, test accuracy",
-                _arms(runs, "relu"), ident, final_acc("test"), unit="pts", scale=100),
-        Part("the identity net's accuracy matches a single linear classifier", "identity − linear, test accuracy",
-             f"equivalence: 95% interval within ±{MARGIN * 100:g} pts", diff=eq, margin=MARGIN, unit="pts", scale=100,
-             n_min=min(ident["seed"].nunique(), _arms(runs, "linear")["seed"].nunique()),
-             runs=run_links(_arms(runs, "identity", "linear")),
-             evidence=f"{fmt(_acc(runs, 'identity') * 100)}% vs {fmt(_acc(runs, 'linear') * 100)}%"),
+        check(
+            "a deep net without activations is one linear map",
+            "identity net: composed matrix vs outputs",
+            ident,
+            all(math.isfinite(e) and e < 1e-4 for e in errs) if errs else None,
+            f"max relative error {fmt(worst)} (< 1e-4 required) over {len(errs)} finished runs"
+            + (f" ({n_div} diverged, not checkable)" if n_div else ""),
+        ),
+        compare(
+            "the activation is what lets the net learn more than a linear model",
+            "relu − identity, test accuracy",
+            _arms(runs, "relu"),
+            ident,
+            final_acc("test"),
+            unit="pts",
+            scale=100,
+        ),
+        Part(
+            "the identity net's accuracy matches a single linear classifier",
+            "identity − linear, test accuracy",
+            f"equivalence: 95% interval within ±{MARGIN * 100:g} pts",
+            diff=eq,
+            margin=MARGIN,
+            unit="pts",
+            scale=100,
+            n_min=min(ident["seed"].nunique(), _arms(runs, "linear")["seed"].nunique()),
+            runs=run_links(_arms(runs, "identity", "linear")),
+            evidence=f"{fmt(_acc(runs, 'identity') * 100)}% vs {fmt(_acc(runs, 'linear') * 100)}%",
+        ),
     ]
     sec.verdict, sec.parts = decide(parts)
     sec.notes = [
@@ -91,8 +120,15 @@ def nonlinearity(df: pd.DataFrame, figs: FigureMaker) -> Section:
         "What depth without activations still changes is the optimisation (a product of matrices is trained, "
         "with its own tuned learning rate), not the set of functions the net can represent.",
     ]
-    sec.figures.append(figs.curves("act-linear-curves", "Linear classifier vs deep identity net vs ReLU net", sub,
-                                   [("train_acc", "train accuracy"), ("test_acc", "test accuracy")], hue="arm"))
+    sec.figures.append(
+        figs.curves(
+            "act-linear-curves",
+            "Linear classifier vs deep identity net vs ReLU net",
+            sub,
+            [("train_acc", "train accuracy"), ("test_acc", "test accuracy")],
+            hue="arm",
+        )
+    )
     return sec
 
 
@@ -101,21 +137,48 @@ def sigmoid_saturation(df: pd.DataFrame, figs: FigureMaker) -> Section:
     sec, runs, _ = start("sigmoid-saturation", df, "activation")
     sub = with_layer_mean(_arms(runs, "sigmoid", "tanh", "relu"), "A", "saturated", "mean_saturated")
     sub = with_layer_mean(sub, "A", "dead", "mean_dead")
-    sec.tables.append(arm_table("Saturation, gradient flow and accuracy", sub, [
-        ("saturated % (init)", mean_saturated(0), 100), ("saturated % (trained)", mean_saturated(-1), 100),
-        ("log10 grad first/last layer, init", grad_spread(0), 1),
-        ("… mean over epochs", grad_spread(-1), 1), ("test acc %", final_acc("test"), 100)],
-        note="saturated: fraction of unit activations whose local gradient is below the study's threshold (ReLU: the "
-             "zero-gradient side); gradient ratio: first over last weight layer's gradient norm on the probe batch."))
+    sec.tables.append(
+        arm_table(
+            "Saturation, gradient flow and accuracy",
+            sub,
+            [
+                ("saturated % (init)", mean_saturated(0), 100),
+                ("saturated % (trained)", mean_saturated(-1), 100),
+                ("log10 grad first/last layer, init", grad_spread(0), 1),
+                ("… mean over epochs", grad_spread(-1), 1),
+                ("test acc %", final_acc("test"), 100),
+            ],
+            note="saturated: fraction of unit activations whose local gradient is below the study's threshold (ReLU: the "
+            "zero-gradient side); gradient ratio: first over last weight layer's gradient norm on the probe batch.",
+        )
+    )
     sig = _arms(sub, "sigmoid")
     parts = []
     for other in ("tanh", "relu"):
-        parts.append(compare(f"sigmoid's early layers receive smaller gradients than {other}'s",
-                             f"sigmoid − {other}, log10(first/last layer gradient norm), mean over epochs",
-                             sig, _arms(sub, other), grad_spread(-1), expected=-1, unit="decades"))
+        parts.append(
+            compare(
+                f"sigmoid's early layers receive smaller gradients than {other}'s",
+                f"sigmoid − {other}, log10(first/last layer gradient norm), mean over epochs",
+                sig,
+                _arms(sub, other),
+                grad_spread(-1),
+                expected=-1,
+                unit="decades",
+            )
+        )
     for other in ("tanh", "relu"):
-        parts.append(compare(f"sigmoid nets learn less than {other} nets", f"sigmoid − {other}, test accuracy",
-                             sig, _arms(sub, other), final_acc("test"), expected=-1, unit="pts", scale=100))
+        parts.append(
+            compare(
+                f"sigmoid nets learn less than {other} nets",
+                f"sigmoid − {other}, test accuracy",
+                sig,
+                _arms(sub, other),
+                final_acc("test"),
+                expected=-1,
+                unit="pts",
+                scale=100,
+            )
+        )
     sec.verdict, sec.parts = decide(parts)
     g = {a: mean_of(values(_arms(sub, a), grad_spread(0))) for a in ("sigmoid", "tanh", "relu")}
     s = {a: mean_of(values(_arms(sub, a), mean_saturated(-1))) * 100 for a in ("sigmoid", "tanh", "relu")}
@@ -131,15 +194,24 @@ def sigmoid_saturation(df: pd.DataFrame, figs: FigureMaker) -> Section:
     names_a = row_layers(sub.iloc[0], "A", "saturated") if len(sub) else []
     names_l = row_layers(sub.iloc[0], "L", "grad_norm") if len(sub) else []
     sec.figures += [
-        figs.curves("act-saturated-epochs", "Saturated activations and dead units over epochs (mean over hidden layers)",
-                    sub, [("mean_saturated", "saturated fraction"), ("mean_dead", "dead-unit fraction")], hue="arm",
-                    caption="dead: units with ~0 local gradient on every probe image; " + BAND),
-        figs.layer_profile("act-saturated-layers", "Saturated fraction per layer", sub, names_a, "saturated",
-                           "saturated fraction", logy=False),
-        figs.layer_profile("act-grad-layers", "Gradient norm per weight layer", sub, names_l, "grad_norm",
-                           "gradient norm (log)"),
-        figs.curves("act-sat-curves", "Learning curves: sigmoid, tanh, ReLU", sub,
-                    [("train_acc", "train accuracy"), ("val_acc", "validation accuracy")]),
+        figs.curves(
+            "act-saturated-epochs",
+            "Saturated activations and dead units over epochs (mean over hidden layers)",
+            sub,
+            [("mean_saturated", "saturated fraction"), ("mean_dead", "dead-unit fraction")],
+            hue="arm",
+            caption="dead: units with ~0 local gradient on every probe image; " + BAND,
+        ),
+        figs.layer_profile(
+            "act-saturated-layers", "Saturated fraction per layer", sub, names_a, "saturated", "saturated fraction", logy=False
+        ),
+        figs.layer_profile("act-grad-layers", "Gradient norm per weight layer", sub, names_l, "grad_norm", "gradient norm (log)"),
+        figs.curves(
+            "act-sat-curves",
+            "Learning curves: sigmoid, tanh, ReLU",
+            sub,
+            [("train_acc", "train accuracy"), ("val_acc", "validation accuracy")],
+        ),
     ]
     return sec
 
@@ -148,20 +220,49 @@ def sigmoid_saturation(df: pd.DataFrame, figs: FigureMaker) -> Section:
 def zero_centered(df: pd.DataFrame, figs: FigureMaker) -> Section:
     sec, runs, _ = start("zero-centered", df, "activation")
     sub = _arms(runs, "sigmoid", "sigmoid_centered", "tanh", "relu")
-    sec.tables.append(arm_table("One-sign gradients and learning speed", sub, [
-        ("same-sign units %", same_sign, 100), ("mean val acc over epochs %", learning_area("val"), 100),
-        ("test acc %", final_acc("test"), 100)],
-        note="same-sign units: fraction of units (Linear layers fed by hidden activations) whose inputs on a "
-             "probe image all share one sign, so every entry of that unit's per-example weight gradient does too; "
-             "averaged over probe images, layers and epochs. Mean val acc over epochs: the area under the learning curve."))
+    sec.tables.append(
+        arm_table(
+            "One-sign gradients and learning speed",
+            sub,
+            [
+                ("same-sign units %", same_sign, 100),
+                ("mean val acc over epochs %", learning_area("val"), 100),
+                ("test acc %", final_acc("test"), 100),
+            ],
+            note="same-sign units: fraction of units (Linear layers fed by hidden activations) whose inputs on a "
+            "probe image all share one sign, so every entry of that unit's per-example weight gradient does too; "
+            "averaged over probe images, layers and epochs. Mean val acc over epochs: the area under the learning curve.",
+        )
+    )
     sig, cen = _arms(sub, "sigmoid"), _arms(sub, "sigmoid_centered")
     parts = [
-        compare("always-positive sigmoid outputs make a unit's weight gradients share one sign",
-                "sigmoid − sigmoid−0.5, same-sign units", sig, cen, same_sign, unit="pts", scale=100),
-        compare("zero-centred outputs learn faster", "sigmoid−0.5 − sigmoid, mean val accuracy over epochs",
-                cen, sig, learning_area("val"), unit="pts", scale=100),
-        compare("zero-centred outputs reach a higher accuracy", "sigmoid−0.5 − sigmoid, test accuracy",
-                cen, sig, final_acc("test"), unit="pts", scale=100),
+        compare(
+            "always-positive sigmoid outputs make a unit's weight gradients share one sign",
+            "sigmoid − sigmoid−0.5, same-sign units",
+            sig,
+            cen,
+            same_sign,
+            unit="pts",
+            scale=100,
+        ),
+        compare(
+            "zero-centred outputs learn faster",
+            "sigmoid−0.5 − sigmoid, mean val accuracy over epochs",
+            cen,
+            sig,
+            learning_area("val"),
+            unit="pts",
+            scale=100,
+        ),
+        compare(
+            "zero-centred outputs reach a higher accuracy",
+            "sigmoid−0.5 − sigmoid, test accuracy",
+            cen,
+            sig,
+            final_acc("test"),
+            unit="pts",
+            scale=100,
+        ),
     ]
     sec.verdict, sec.parts = decide(parts)
     ss = {a: mean_of(values(_arms(sub, a), same_sign)) * 100 for a in ("sigmoid", "sigmoid_centered", "tanh", "relu")}
@@ -176,7 +277,11 @@ def zero_centered(df: pd.DataFrame, figs: FigureMaker) -> Section:
         "the zig-zag is one cost among several, next to saturation and the sigmoid's gain of at most 1/4.",
     ]
     sec.figures += [
-        figs.curves("act-centered-curves", "Learning curves: sigmoid vs zero-centred variants", sub,
-                    [("train_loss", "training loss"), ("val_acc", "validation accuracy")]),
+        figs.curves(
+            "act-centered-curves",
+            "Learning curves: sigmoid vs zero-centred variants",
+            sub,
+            [("train_loss", "training loss"), ("val_acc", "validation accuracy")],
+        )
     ]
     return sec

@@ -1,4 +1,5 @@
 """The init study's claims: zero-init, small-init-vanish, xavier-vs-he."""
+
 from __future__ import annotations
 
 import math
@@ -55,12 +56,14 @@ def distinct_fraction(row: pd.Series) -> float:
 
 def std_ratio(epoch: int = 0):
     """log10(act std of the last hidden layer / of the first) at `epoch`: -1 = shrinks 10x over the depth."""
+
     def metric(row: pd.Series) -> float:
         names = row_layers(row, "A", "act_std")
         if not names:
             return math.nan
         first, last = at_epoch(row, f"{names[0]}.act_std", epoch), at_epoch(row, f"{names[-1]}.act_std", epoch)
         return math.log10(last / first) if first > 0 and last > 0 else (-math.inf if first > 0 else math.nan)
+
     return metric
 
 
@@ -68,6 +71,7 @@ def last_std(epoch: int):
     def metric(row: pd.Series) -> float:
         names = row_layers(row, "A", "act_std")
         return at_epoch(row, f"{names[-1]}.act_std", epoch) if names else math.nan
+
     return metric
 
 
@@ -88,42 +92,90 @@ def zero_init(df: pd.DataFrame, figs: FigureMaker) -> Section:
     depth = _depths(runs)[0]
     sub = _sel(runs, depth=depth)
     sym, rnd = _sel(sub, init=SYMMETRIC), _sel(sub, init=RANDOM)
-    sec.tables.append(arm_table(f"Hidden units and accuracy per init ({depth}); accuracy in %", sub, [
-        ("test acc", final_acc("test"), 100), ("train acc", final_acc("train"), 100),
-        ("max distinct units in a layer", max_distinct, 1), ("distinct units %", distinct_fraction, 100)]))
+    sec.tables.append(
+        arm_table(
+            f"Hidden units and accuracy per init ({depth}); accuracy in %",
+            sub,
+            [
+                ("test acc", final_acc("test"), 100),
+                ("train acc", final_acc("train"), 100),
+                ("max distinct units in a layer", max_distinct, 1),
+                ("distinct units %", distinct_fraction, 100),
+            ],
+        )
+    )
     sym_ok = sym[sym["status"] == "ok"]  # a diverged run has no final weights to compare
     n_one = int(sum(v == 1 for v in values(sym_ok, max_distinct)))
-    parts = [check("every hidden unit of a zero/constant-initialised layer stays identical to the others",
-                   "zero/constant runs: distinct units per hidden layer", sym,
-                   n_one == len(sym_ok) if len(sym_ok) else None,
-                   f"1 distinct unit in every hidden layer in {n_one}/{len(sym_ok)} finished zero/constant runs; "
-                   f"random inits keep {fmt(mean_of(values(rnd, distinct_fraction)) * 100)}% of units distinct")]
+    parts = [
+        check(
+            "every hidden unit of a zero/constant-initialised layer stays identical to the others",
+            "zero/constant runs: distinct units per hidden layer",
+            sym,
+            n_one == len(sym_ok) if len(sym_ok) else None,
+            f"1 distinct unit in every hidden layer in {n_one}/{len(sym_ok)} finished zero/constant runs; "
+            f"random inits keep {fmt(mean_of(values(rnd, distinct_fraction)) * 100)}% of units distinct",
+        )
+    ]
     for act in sorted(set(sub["factor.activation"])):
-        parts.append(compare(f"zero/constant init learns less than random init ({act})",
-                             f"zero/constant − xavier/he, test accuracy ({act}, {depth})",
-                             _sel(sym, act=act), _sel(rnd, act=act), final_acc("test"), expected=-1, unit="pts", scale=100))
+        parts.append(
+            compare(
+                f"zero/constant init learns less than random init ({act})",
+                f"zero/constant − xavier/he, test accuracy ({act}, {depth})",
+                _sel(sym, act=act),
+                _sel(rnd, act=act),
+                final_acc("test"),
+                expected=-1,
+                unit="pts",
+                scale=100,
+            )
+        )
     worst = max(values(sym, final_acc("test")), default=math.nan)
-    parts.append(check("the symmetric network cannot learn: it stays within 5 points of chance (≤ 15%)",
-                       "zero/constant runs: highest test accuracy", sym, bool(worst <= 0.15),
-                       f"best zero/constant run reaches {fmt(worst * 100)}% test accuracy (chance 10%)"))
+    parts.append(
+        check(
+            "the symmetric network cannot learn: it stays within 5 points of chance (≤ 15%)",
+            "zero/constant runs: highest test accuracy",
+            sym,
+            bool(worst <= 0.15),
+            f"best zero/constant run reaches {fmt(worst * 100)}% test accuracy (chance 10%)",
+        )
+    )
     sec.verdict, sec.parts = decide(parts)
     by_init = sub.groupby("factor.init", sort=False).apply(lambda g: mean_of(values(g, final_acc("test"))), include_groups=False)
     sec.notes = [
         "Right: with all weights equal, every unit of a layer computes the same function and receives the same "
         f"gradient, so the units stay copies of each other: measured {n_one}/{len(sym_ok)} finished zero/constant runs end with "
         "exactly one distinct unit per hidden layer.",
-        "Imprecise: \"cannot learn\". An all-zero net is stuck (every hidden activation and gradient is exactly 0; "
+        'Imprecise: "cannot learn". An all-zero net is stuck (every hidden activation and gradient is exactly 0; '
         "only the output biases move), but a constant-initialised net trains as a network one unit wide. "
         "Mean test accuracy by init: " + ", ".join(f"{k} {fmt(v * 100)}%" for k, v in by_init.items()) + " (chance 10%).",
     ]
-    plot = pd.DataFrame({"init": sub["factor.init"], "activation": sub["factor.activation"],
-                         "test accuracy (%)": [v * 100 for v in values(sub, final_acc("test"))],
-                         "distinct units (% of layer)": [v * 100 for v in values(sub, distinct_fraction)]})
+    plot = pd.DataFrame(
+        {
+            "init": sub["factor.init"],
+            "activation": sub["factor.activation"],
+            "test accuracy (%)": [v * 100 for v in values(sub, final_acc("test"))],
+            "distinct units (% of layer)": [v * 100 for v in values(sub, distinct_fraction)],
+        }
+    )
     sec.figures += [
-        figs.points("init-zero-acc", f"Test accuracy by init ({depth})", plot, "init", "test accuracy (%)",
-                    "test accuracy (%)", hue="activation"),
-        figs.points("init-zero-units", f"Distinct hidden units after training ({depth})", plot, "init",
-                    "distinct units (% of layer)", "distinct units (% of layer)", hue="activation"),
+        figs.points(
+            "init-zero-acc",
+            f"Test accuracy by init ({depth})",
+            plot,
+            "init",
+            "test accuracy (%)",
+            "test accuracy (%)",
+            hue="activation",
+        ),
+        figs.points(
+            "init-zero-units",
+            f"Distinct hidden units after training ({depth})",
+            plot,
+            "init",
+            "distinct units (% of layer)",
+            "distinct units (% of layer)",
+            hue="activation",
+        ),
     ]
     return sec
 
@@ -133,22 +185,46 @@ def small_init_vanish(df: pd.DataFrame, figs: FigureMaker) -> Section:
     sec, runs = _section("small-init-vanish", df)
     depth = _depths(runs)[0]
     sub = _sel(runs, init=("normal-0.01", "xavier", "he", "normal-1.0"), depth=depth)
-    sec.tables.append(arm_table(f"Activation std per layer at initialisation and after training ({depth})", sub, [
-        ("std layer 1, init", hist_at("A01.act_std", 0), 1), ("std last layer, init", last_std(0), 1),
-        ("log10(last/first), init", std_ratio(0), 1), ("std last layer, trained", last_std(LAST), 1),
-        ("test acc %", final_acc("test"), 100)]))
+    sec.tables.append(
+        arm_table(
+            f"Activation std per layer at initialisation and after training ({depth})",
+            sub,
+            [
+                ("std layer 1, init", hist_at("A01.act_std", 0), 1),
+                ("std last layer, init", last_std(0), 1),
+                ("log10(last/first), init", std_ratio(0), 1),
+                ("std last layer, trained", last_std(LAST), 1),
+                ("test acc %", final_acc("test"), 100),
+            ],
+        )
+    )
     parts = []
     for act in sorted(set(sub["factor.activation"])):
         small = _sel(sub, init="normal-0.01", act=act)
         d = one_sample(values(small, std_ratio(0)), -1.0)
-        parts.append(Part(f"N(0, 0.01²) shrinks {act} activations over the depth by more than 10x",
-                          f"log10(std last / std first) at init − (−1), normal-0.01+{act}", "one-sample t-test",
-                          diff=d, expected=-1, unit="decades", n_min=int(small["seed"].nunique()),
-                          evidence=f"log10 ratio {fmt(mean_of(values(small, std_ratio(0))))}",
-                          runs=[l for l in sec.runs if l.text in set(small["run_id"].str[:8])]))
+        parts.append(
+            Part(
+                f"N(0, 0.01²) shrinks {act} activations over the depth by more than 10x",
+                f"log10(std last / std first) at init − (−1), normal-0.01+{act}",
+                "one-sample t-test",
+                diff=d,
+                expected=-1,
+                unit="decades",
+                n_min=int(small["seed"].nunique()),
+                evidence=f"log10 ratio {fmt(mean_of(values(small, std_ratio(0))))}",
+                runs=[l for l in sec.runs if l.text in set(small["run_id"].str[:8])],
+            )
+        )
         mono = [monotone_shrink(r) for _, r in small.iterrows()]
-        parts.append(check(f"…and layer by layer ({act}): the std falls at every layer", f"normal-0.01+{act}: monotone",
-                           small, bool(mono) and all(mono), f"std falls at every layer in {sum(mono)}/{len(mono)} runs"))
+        parts.append(
+            check(
+                f"…and layer by layer ({act}): the std falls at every layer",
+                f"normal-0.01+{act}: monotone",
+                small,
+                bool(mono) and all(mono),
+                f"std falls at every layer in {sum(mono)}/{len(mono)} runs",
+            )
+        )
     sec.verdict, sec.parts = decide(parts)
     small = _sel(sub, init="normal-0.01")
     big_tanh_saturated = mean_of(values(_sel(sub, init="normal-1.0", act="tanh"), hist_at("A01.saturated", 0)))
@@ -165,10 +241,23 @@ def small_init_vanish(df: pd.DataFrame, figs: FigureMaker) -> Section:
         a = _sel(sub, act=act)
         names = row_layers(a.iloc[0], "A", "act_std") if len(a) else []
         sec.figures += [
-            figs.layer_profile(f"init-std-{act}", f"Activation std per layer, {act}, {depth}", a, names, "act_std",
-                               "activation std (log)", hue="factor.init"),
-            figs.histograms(f"init-hist-{act}", f"Activation histograms per layer at initialisation, {act}, {depth}",
-                            a, [f"{i}+{act}+{depth}" for i in ("normal-0.01", "xavier", "he", "normal-1.0")], names, "init"),
+            figs.layer_profile(
+                f"init-std-{act}",
+                f"Activation std per layer, {act}, {depth}",
+                a,
+                names,
+                "act_std",
+                "activation std (log)",
+                hue="factor.init",
+            ),
+            figs.histograms(
+                f"init-hist-{act}",
+                f"Activation histograms per layer at initialisation, {act}, {depth}",
+                a,
+                [f"{i}+{act}+{depth}" for i in ("normal-0.01", "xavier", "he", "normal-1.0")],
+                names,
+                "init",
+            ),
         ]
     return sec
 
@@ -178,17 +267,39 @@ def xavier_vs_he(df: pd.DataFrame, figs: FigureMaker) -> Section:
     sec, runs = _section("xavier-vs-he", df)
     depth = _depths(runs)[-1]
     sub = _sel(runs, init=("xavier", "he"), depth=depth)
-    sec.tables.append(arm_table(f"Xavier vs He, {depth}", sub, [
-        ("test acc %", final_acc("test"), 100), ("train acc %", final_acc("train"), 100),
-        ("std layer 1, init", hist_at("A01.act_std", 0), 1), ("std last layer, init", last_std(0), 1),
-        ("log10(last/first), init", std_ratio(0), 1)]))
+    sec.tables.append(
+        arm_table(
+            f"Xavier vs He, {depth}",
+            sub,
+            [
+                ("test acc %", final_acc("test"), 100),
+                ("train acc %", final_acc("train"), 100),
+                ("std layer 1, init", hist_at("A01.act_std", 0), 1),
+                ("std last layer, init", last_std(0), 1),
+                ("log10(last/first), init", std_ratio(0), 1),
+            ],
+        )
+    )
     relu_x, relu_h = _sel(sub, init="xavier", act="relu"), _sel(sub, init="he", act="relu")
     parts = [
-        compare("He keeps the ReLU signal's scale through depth where Xavier shrinks it",
-                f"he − xavier, log10(std last/first) at init (relu, {depth})", relu_h, relu_x, std_ratio(0),
-                expected=1, unit="decades"),
-        compare("He trains the deep ReLU net to higher test accuracy than Xavier",
-                f"he − xavier, test accuracy (relu, {depth})", relu_h, relu_x, final_acc("test"), unit="pts", scale=100),
+        compare(
+            "He keeps the ReLU signal's scale through depth where Xavier shrinks it",
+            f"he − xavier, log10(std last/first) at init (relu, {depth})",
+            relu_h,
+            relu_x,
+            std_ratio(0),
+            expected=1,
+            unit="decades",
+        ),
+        compare(
+            "He trains the deep ReLU net to higher test accuracy than Xavier",
+            f"he − xavier, test accuracy (relu, {depth})",
+            relu_h,
+            relu_x,
+            final_acc("test"),
+            unit="pts",
+            scale=100,
+        ),
     ]
     sec.verdict, sec.parts = decide(parts)
     n_layers = int(num(relu_x, "config.depth").max()) if len(relu_x) else 0
@@ -207,8 +318,23 @@ def xavier_vs_he(df: pd.DataFrame, figs: FigureMaker) -> Section:
         a = _sel(sub, act=act)
         if len(a):
             names = row_layers(a.iloc[0], "A", "act_std")
-            sec.figures.append(figs.layer_profile(f"init-xh-std-{act}", f"Activation std per layer, Xavier vs He, {act}, {depth}",
-                                                  a, names, "act_std", "activation std (log)", hue="factor.init"))
-    sec.figures.append(figs.curves("init-xh-curves", f"Learning curves, Xavier vs He, {depth}", sub,
-                                   [("train_acc", "train accuracy"), ("test_acc", "test accuracy")]))
+            sec.figures.append(
+                figs.layer_profile(
+                    f"init-xh-std-{act}",
+                    f"Activation std per layer, Xavier vs He, {act}, {depth}",
+                    a,
+                    names,
+                    "act_std",
+                    "activation std (log)",
+                    hue="factor.init",
+                )
+            )
+    sec.figures.append(
+        figs.curves(
+            "init-xh-curves",
+            f"Learning curves, Xavier vs He, {depth}",
+            sub,
+            [("train_acc", "train accuracy"), ("test_acc", "test accuracy")],
+        )
+    )
     return sec

@@ -1,6 +1,7 @@
 """localization: one CNN with a class head (cross-entropy) and a box head ((cx, cy, w, h) regressed with an L2 or
 smooth-L1 loss) on CIFAR-10 images pasted at random position and size on a 64x64 canvas; class accuracy and mean
 box IoU per arm against the IoU of always predicting the training set's mean box."""
+
 from __future__ import annotations
 
 import base64
@@ -59,14 +60,14 @@ def sample_figure(figs: FigureMaker, runs: pd.DataFrame, order: list[str]):
         strip = _decode(row["samples.png"]) if row is not None else None
         if strip is None:
             continue
-        listed = lambda key: row.get(key) if isinstance(row.get(key), list) else None  # noqa: E731 (NaN when absent)
+        listed = lambda key, row=row: row.get(key) if isinstance(row.get(key), list) else None  # noqa: E731 (NaN when absent)
         true, pred = listed("samples.true_box") or [], listed("samples.pred_box")
         labels, guesses = listed("samples.label") or [], listed("samples.pred_label")
         side = strip.shape[0]
         n = min(strip.shape[1] // side, len(true))
         imgs, boxes, caps = [], [], []
         for j in range(n):
-            imgs.append(strip[:, j * side:(j + 1) * side])
+            imgs.append(strip[:, j * side : (j + 1) * side])
             drawn = [(*true[j], TRUE_COLOUR, "-")]
             text = CLASSES[labels[j]] if j < len(labels) else ""
             if isinstance(pred, list) and j < len(pred) and pred[j] is not None:
@@ -78,14 +79,19 @@ def sample_figure(figs: FigureMaker, runs: pd.DataFrame, order: list[str]):
             caps.append(text)
         rows.append((f"{arm}\n(seed {int(row['seed'])})", imgs, boxes))
         captions.append(caps)
-    return figs.boxes("localization-boxes", "Predicted vs true boxes on fixed test canvases", rows, captions,
-                      caption="green: true box; orange dashed: the box head's prediction; titles: true class, IoU, and "
-                              "the class head's answer. The same 8 test canvases (one per class 0–7) in every run; "
-                              "classification-only runs never train their box head, so its box is an untrained guess.")
+    return figs.boxes(
+        "localization-boxes",
+        "Predicted vs true boxes on fixed test canvases",
+        rows,
+        captions,
+        caption="green: true box; orange dashed: the box head's prediction; titles: true class, IoU, and "
+        "the class head's answer. The same 8 test canvases (one per class 0–7) in every run; "
+        "classification-only runs never train their box head, so its box is an untrained guess.",
+    )
 
 
 def _pair_iou(a: list[float], b: list[float]) -> float:
-    """IoU of two (cx, cy, w, h) boxes (the report's own copy of bench.localization.box_iou, without torch)."""
+    """IoU of two (cx, cy, w, h) boxes (the report's own copy of bench.engine.localize.box_iou, without torch)."""
     aw, ah, bw, bh = max(a[2], 0), max(a[3], 0), max(b[2], 0), max(b[3], 0)
     ix = max(0.0, min(a[0] + aw / 2, b[0] + bw / 2) - max(a[0] - aw / 2, b[0] - bw / 2))
     iy = max(0.0, min(a[1] + ah / 2, b[1] + bh / 2) - max(a[1] - ah / 2, b[1] - bh / 2))
@@ -100,14 +106,24 @@ def localization(df: pd.DataFrame, figs: FigureMaker) -> Section:
     of = {k: runs[runs["_role"] == k] for k in ROLES}
     order = [a for k in ROLES for a in dict.fromkeys(of[k].sort_values("start_time")["arm"])]
     baseline = mean_of(values(runs, column("test_iou_mean_box")))
-    sec.tables.append(arm_table("Per arm: class accuracy and box IoU on the fixed test canvases", runs, [
-        ("test acc %", final_acc("test"), 100), ("test IoU", iou, 1), ("validation IoU", column("val_iou"), 1),
-        ("test cross-entropy", column("test_loss"), 1)], order=order,
-        fixed=[("mean-box IoU", column("test_iou_mean_box"))],
-        note="IoU: mean over test canvases of the predicted box's intersection over union with the true one. Mean-box "
-             "IoU: always predicting the training boxes' mean box (a position-blind guess); it is the reference for "
-             "every arm. The classification-only arm's box head is never trained: its IoU is that of an untrained "
-             "head, shown for completeness, not a baseline. Diverged runs count as chance accuracy and IoU 0."))
+    sec.tables.append(
+        arm_table(
+            "Per arm: class accuracy and box IoU on the fixed test canvases",
+            runs,
+            [
+                ("test acc %", final_acc("test"), 100),
+                ("test IoU", iou, 1),
+                ("validation IoU", column("val_iou"), 1),
+                ("test cross-entropy", column("test_loss"), 1),
+            ],
+            order=order,
+            fixed=[("mean-box IoU", column("test_iou_mean_box"))],
+            note="IoU: mean over test canvases of the predicted box's intersection over union with the true one. Mean-box "
+            "IoU: always predicting the training boxes' mean box (a position-blind guess); it is the reference for "
+            "every arm. The classification-only arm's box head is never trained: its IoU is that of an untrained "
+            "head, shown for completeness, not a baseline. Diverged runs count as chance accuracy and IoU 0.",
+        )
+    )
     l2, sl1, cls = of["l2"], of["smooth_l1"], of["class_only"]
     seeds = lambda *xs: min((x["seed"].nunique() if len(x) else 0) for x in xs)  # noqa: E731
     above = one_sample(values(l2, iou), baseline)
@@ -115,22 +131,43 @@ def localization(df: pd.DataFrame, figs: FigureMaker) -> Section:
     acc_l2, acc_cls = values(l2, final_acc("test")), values(cls, final_acc("test"))
     raw_acc = welch(acc_l2, acc_cls)
     parts = [
-        Part("A box-regression head trained with an L2 loss beside the class head localizes the object: its test IoU "
-             "beats the mean-box baseline", "IoU(joint, L2) − mean-box IoU, test canvases", "one-sample t-test against the baseline",
-             diff=above, expected=1, unit="IoU", n_min=seeds(l2), runs=run_links(l2),
-             evidence=f"IoU {fmt(mean_of(values(l2, iou)))} vs mean box {fmt(baseline)}"),
-        Part(f"L2 and smooth-L1 box losses localize equally well (both L2-type): IoU within ±{IOU_MARGIN:g}",
-             "IoU(L2) − IoU(smooth-L1), test canvases", f"Welch t-test; equivalence margin ±{IOU_MARGIN:g} IoU",
-             diff=loss_diff, margin=IOU_MARGIN, unit="IoU", n_min=seeds(l2, sl1), runs=run_links(pd.concat([l2, sl1])),
-             evidence=f"IoU {fmt(mean_of(values(l2, iou)))} (L2) vs {fmt(mean_of(values(sl1, iou)))} (smooth-L1)"),
-        Part(f"The box head sits beside the classifier at no real cost: joint (L2) class accuracy is not more than "
-             f"{ACC_MARGIN * 100:g} points below classification-only training",
-             f"acc(joint, L2) − acc(class only) + {ACC_MARGIN * 100:g} pts (non-inferiority margin)",
-             "Welch t-test (non-inferiority: the difference plus the margin is > 0)",
-             diff=_non_inferior(acc_l2, acc_cls, ACC_MARGIN), expected=1, unit="pts", scale=100, n_min=seeds(l2, cls),
-             runs=run_links(pd.concat([l2, cls])),
-             evidence=f"accuracy {fmt(mean_of(acc_l2) * 100)}% vs {fmt(mean_of(acc_cls) * 100)}%; difference "
-                      f"{fmt(raw_acc.diff * 100)} pts [{fmt(raw_acc.lo * 100)}, {fmt(raw_acc.hi * 100)}]"),
+        Part(
+            "A box-regression head trained with an L2 loss beside the class head localizes the object: its test IoU "
+            "beats the mean-box baseline",
+            "IoU(joint, L2) − mean-box IoU, test canvases",
+            "one-sample t-test against the baseline",
+            diff=above,
+            expected=1,
+            unit="IoU",
+            n_min=seeds(l2),
+            runs=run_links(l2),
+            evidence=f"IoU {fmt(mean_of(values(l2, iou)))} vs mean box {fmt(baseline)}",
+        ),
+        Part(
+            f"L2 and smooth-L1 box losses localize equally well (both L2-type): IoU within ±{IOU_MARGIN:g}",
+            "IoU(L2) − IoU(smooth-L1), test canvases",
+            f"Welch t-test; equivalence margin ±{IOU_MARGIN:g} IoU",
+            diff=loss_diff,
+            margin=IOU_MARGIN,
+            unit="IoU",
+            n_min=seeds(l2, sl1),
+            runs=run_links(pd.concat([l2, sl1])),
+            evidence=f"IoU {fmt(mean_of(values(l2, iou)))} (L2) vs {fmt(mean_of(values(sl1, iou)))} (smooth-L1)",
+        ),
+        Part(
+            f"The box head sits beside the classifier at no real cost: joint (L2) class accuracy is not more than "
+            f"{ACC_MARGIN * 100:g} points below classification-only training",
+            f"acc(joint, L2) − acc(class only) + {ACC_MARGIN * 100:g} pts (non-inferiority margin)",
+            "Welch t-test (non-inferiority: the difference plus the margin is > 0)",
+            diff=_non_inferior(acc_l2, acc_cls, ACC_MARGIN),
+            expected=1,
+            unit="pts",
+            scale=100,
+            n_min=seeds(l2, cls),
+            runs=run_links(pd.concat([l2, cls])),
+            evidence=f"accuracy {fmt(mean_of(acc_l2) * 100)}% vs {fmt(mean_of(acc_cls) * 100)}%; difference "
+            f"{fmt(raw_acc.diff * 100)} pts [{fmt(raw_acc.lo * 100)}, {fmt(raw_acc.hi * 100)}]",
+        ),
     ]
     sec.verdict, sec.parts = decide(parts)
     sl1_above = one_sample(values(sl1, iou), baseline)
@@ -152,9 +189,16 @@ def localization(df: pd.DataFrame, figs: FigureMaker) -> Section:
         "runner tunes on validation accuracy, which says nothing about boxes. The box head pools the last feature map "
         "to a 4×4 grid; global average pooling alone would throw away where the object is.",
     ]
-    sec.figures.append(figs.curves("localization-curves", "Box IoU and class accuracy over training", runs,
-                                   [("test_iou", "test IoU"), ("test_acc", "test accuracy")], hue_order=order,
-                                   caption="band = mean over seeds with its 95% t interval; epoch 0 is at initialisation. "
-                                           f"The mean-box baseline IoU is {fmt(baseline)}."))
+    sec.figures.append(
+        figs.curves(
+            "localization-curves",
+            "Box IoU and class accuracy over training",
+            runs,
+            [("test_iou", "test IoU"), ("test_acc", "test accuracy")],
+            hue_order=order,
+            caption="band = mean over seeds with its 95% t interval; epoch 0 is at initialisation. "
+            f"The mean-box baseline IoU is {fmt(baseline)}.",
+        )
+    )
     sec.figures.append(sample_figure(figs, runs, order))
     return sec

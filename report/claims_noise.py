@@ -1,5 +1,6 @@
 """leaky-vs-elu-noise: ReLU, Leaky ReLU and ELU MLPs with Gaussian input noise at evaluation only
 (testX) or in training and evaluation (trainX): the accuracy each activation loses to the noise."""
+
 from __future__ import annotations
 
 import math
@@ -42,13 +43,21 @@ def leaky_vs_elu_noise(df: pd.DataFrame, figs: FigureMaker) -> Section:
     cond = [condition(r) for _, r in runs.iterrows()]
     runs = runs.assign(_mode=[c[0] for c in cond], _std=[c[1] for c in cond])
     acts = [a for a in ACTS if (runs["factor.activation"] == a).any()]
-    of = lambda a, mode, std=0.0: runs[(runs["factor.activation"] == a) & (runs["_mode"] == mode)  # noqa: E731
-                                       & (runs["_std"] == std)]
+    of = lambda a, mode, std=0.0: runs[
+        (runs["factor.activation"] == a)
+        & (runs["_mode"] == mode)  # noqa: E731
+        & (runs["_std"] == std)
+    ]
     levels = sorted({(m, s) for m, s in zip(runs["_mode"], runs["_std"]) if m != "clean"}, key=lambda c: (c[0] != "test", c[1]))
-    sec.tables.append(arm_table("Per arm: test accuracy (%) under its noise, tuned lr", runs, [
-        ("test acc", final_acc("test"), 100), ("ELU units saturated (1st layer, clean probe) %", deep_negative, 100)],
-        note="each arm has its own learning rate tuned on its (noisy) validation split; ELU saturated: fraction of "
-             "first-layer ELU outputs below −0.9 on clean training images, after training. Diverged runs count as chance."))
+    sec.tables.append(
+        arm_table(
+            "Per arm: test accuracy (%) under its noise, tuned lr",
+            runs,
+            [("test acc", final_acc("test"), 100), ("ELU units saturated (1st layer, clean probe) %", deep_negative, 100)],
+            note="each arm has its own learning rate tuned on its (noisy) validation split; ELU saturated: fraction of "
+            "first-layer ELU outputs below −0.9 on clean training images, after training. Diverged runs count as chance.",
+        )
+    )
     rows = []
     for mode, std in levels:
         cells: list = [f"{MODES[mode]}, σ = {fmt(std)}"]
@@ -57,19 +66,33 @@ def leaky_vs_elu_noise(df: pd.DataFrame, figs: FigureMaker) -> Section:
             cells.append(fmt_diff(Part("", "", "", diff=d, unit="pts", scale=100)))
         sub = runs[((runs["_mode"] == mode) & (runs["_std"] == std)) | (runs["_mode"] == "clean")]
         rows.append(cells + [run_links(sub[sub["factor.activation"].isin(acts)])])
-    sec.tables.append(Table("Accuracy drop from each activation's clean arm (points; Welch 95% CI)",
-                            ["noise"] + [f"{a} drop" for a in acts] + ["runs (MLflow)"], rows,
-                            "drop = clean test accuracy − noisy test accuracy of the same activation (positive = lost)."))
+    sec.tables.append(
+        Table(
+            "Accuracy drop from each activation's clean arm (points; Welch 95% CI)",
+            ["noise"] + [f"{a} drop" for a in acts] + ["runs (MLflow)"],
+            rows,
+            "drop = clean test accuracy − noisy test accuracy of the same activation (positive = lost).",
+        )
+    )
     parts = []
     for mode, std in levels:
         e1, e0, l1, l0 = of("elu", "clean"), of("elu", mode, std), of("leaky_relu", "clean"), of("leaky_relu", mode, std)
         d = interaction(*(values(x, final_acc("test")) for x in (e1, e0, l1, l0)))
         n_min = min((x["seed"].nunique() if len(x) else 0) for x in (e1, e0, l1, l0))
-        parts.append(Part(f"ELU loses less accuracy than Leaky ReLU ({MODES[mode]}, σ = {fmt(std)})",
-                          f"ELU drop − Leaky ReLU drop, test accuracy ({mode}, σ = {fmt(std)})",
-                          "Welch t-test on the difference of drops", diff=d, expected=-1, unit="pts", scale=100, n_min=n_min,
-                          runs=run_links(pd.concat([e1, e0, l1, l0])),
-                          evidence=f"drops: ELU {fmt(_drop(e1, e0).diff * 100)}, Leaky ReLU {fmt(_drop(l1, l0).diff * 100)} pts"))
+        parts.append(
+            Part(
+                f"ELU loses less accuracy than Leaky ReLU ({MODES[mode]}, σ = {fmt(std)})",
+                f"ELU drop − Leaky ReLU drop, test accuracy ({mode}, σ = {fmt(std)})",
+                "Welch t-test on the difference of drops",
+                diff=d,
+                expected=-1,
+                unit="pts",
+                scale=100,
+                n_min=n_min,
+                runs=run_links(pd.concat([e1, e0, l1, l0])),
+                evidence=f"drops: ELU {fmt(_drop(e1, e0).diff * 100)}, Leaky ReLU {fmt(_drop(l1, l0).diff * 100)} pts",
+            )
+        )
     sec.verdict, sec.parts = decide(parts)
     worst = levels[-1] if levels else None
     drops = {a: _drop(of(a, "clean"), of(a, *worst)).diff * 100 for a in acts} if worst else {}
@@ -82,21 +105,34 @@ def leaky_vs_elu_noise(df: pd.DataFrame, figs: FigureMaker) -> Section:
         "argument (a noise-robust deactivation state) is about units driven far negative.",
         f"Measured: {fmt(sat)}% of ELU's first-layer outputs sit in its saturated range (below −0.9) on clean images "
         "after training, the only place its saturation can suppress noise. Accuracy lost"
-        + (f" at the strongest noise ({MODES[worst[0]]}, σ = {fmt(worst[1])}): "
-           + ", ".join(f"{a} {fmt(v)} pts" for a, v in drops.items())
-           if worst else ": –") + ". Verdict and parts above: whether ELU's drop is smaller is tested per noise level.",
+        + (
+            f" at the strongest noise ({MODES[worst[0]]}, σ = {fmt(worst[1])}): "
+            + ", ".join(f"{a} {fmt(v)} pts" for a, v in drops.items())
+            if worst
+            else ": –"
+        )
+        + ". Verdict and parts above: whether ELU's drop is smaller is tested per noise level.",
         "Each arm has its own tuned learning rate, so a clean and a noisy arm of one activation differ in their lr too; "
         "the drop measures the whole pipeline (tuning included) under noise, which is the practical question.",
     ]
     long = []
     for _, r in runs.iterrows():
-        for mode in (["test", "train"] if r["_mode"] == "clean" else [r["_mode"]]):  # clean is σ = 0 of both panels
+        for mode in ["test", "train"] if r["_mode"] == "clean" else [r["_mode"]]:  # clean is σ = 0 of both panels
             if mode in {m for m, _ in levels}:
                 long.append((r["factor.activation"], r["_std"], MODES[mode], final_acc("test")(r) * 100))
     long = pd.DataFrame(long, columns=["activation", "noise std", "metric", "value"])
-    sec.figures.append(figs.versus("noise-acc", "Test accuracy vs input-noise strength per activation", long, "noise std",
-                                   "Gaussian noise std (standardised inputs)", hue="activation", hue_order=acts,
-                                   ylabel="test accuracy (%)",
-                                   caption="σ = 0 is each activation's clean arm (in both panels); points: mean over seeds, "
-                                           "bars: 95% t interval; diverged runs count as chance"))
+    sec.figures.append(
+        figs.versus(
+            "noise-acc",
+            "Test accuracy vs input-noise strength per activation",
+            long,
+            "noise std",
+            "Gaussian noise std (standardised inputs)",
+            hue="activation",
+            hue_order=acts,
+            ylabel="test accuracy (%)",
+            caption="σ = 0 is each activation's clean arm (in both panels); points: mean over seeds, "
+            "bars: 95% t interval; diverged runs count as chance",
+        )
+    )
     return sec

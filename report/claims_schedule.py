@@ -1,4 +1,5 @@
 """learning-rate: plain SGD over a log-spaced learning-rate grid × schedule (constant, step, cosine)."""
+
 from __future__ import annotations
 
 import math
@@ -6,8 +7,20 @@ import math
 import pandas as pd
 
 from .analyses import analysis, start
-from .common import (CHANCE, FAILED_ACC, best_level, compare, diverged, final_acc, grid_table, hist_at, level_values,
-                     mean_of, select, values)
+from .common import (
+    CHANCE,
+    FAILED_ACC,
+    best_level,
+    compare,
+    diverged,
+    final_acc,
+    grid_table,
+    hist_at,
+    level_values,
+    mean_of,
+    select,
+    values,
+)
 from .figures import FigureMaker
 from .section import Section, fmt
 from .verdict import decide
@@ -26,9 +39,13 @@ def roles(runs: pd.DataFrame, lrs: dict[str, float]) -> dict[str, str]:
     train (none diverged, mean test accuracy above FAILED_ACC), "small" = the smallest lr, "too high" = the next lr
     above "large" (if any)."""
     const = select(runs, schedule="constant")
-    trains = [lv for lv in lrs if len(select(const, lr=lv))
-              and not any(diverged(r) for _, r in select(const, lr=lv).iterrows())
-              and mean_of(values(select(const, lr=lv), final_acc("test"))) > FAILED_ACC]
+    trains = [
+        lv
+        for lv in lrs
+        if len(select(const, lr=lv))
+        and not any(diverged(r) for _, r in select(const, lr=lv).iterrows())
+        and mean_of(values(select(const, lr=lv), final_acc("test"))) > FAILED_ACC
+    ]
     out = {"small": next(iter(lrs), None), "large": trains[-1] if trains else None}
     above = [lv for lv in lrs if out["large"] is not None and lrs[lv] > lrs[out["large"]]]
     out["too high"] = above[0] if above else None
@@ -42,11 +59,24 @@ def learning_rate(df: pd.DataFrame, figs: FigureMaker) -> Section:
     scheds = [s for s in ("constant", *DECAYS) if (runs["factor.schedule"] == s).any()]
     scheds += [s for s in dict.fromkeys(runs["factor.schedule"]) if s not in scheds]
     sec.tables += [
-        grid_table("Test accuracy (%) per learning rate and schedule", runs, ("lr", list(lrs)), ("schedule", scheds),
-                   final_acc("test"), 100),
-        grid_table("Final training loss per learning rate and schedule", runs, ("lr", list(lrs)), ("schedule", scheds),
-                   final_loss, 1, note="cross-entropy on the fixed training subset after the last epoch (missing for "
-                                       "diverged runs, whose count is shown)"),
+        grid_table(
+            "Test accuracy (%) per learning rate and schedule",
+            runs,
+            ("lr", list(lrs)),
+            ("schedule", scheds),
+            final_acc("test"),
+            100,
+        ),
+        grid_table(
+            "Final training loss per learning rate and schedule",
+            runs,
+            ("lr", list(lrs)),
+            ("schedule", scheds),
+            final_loss,
+            1,
+            note="cross-entropy on the fixed training subset after the last epoch (missing for "
+            "diverged runs, whose count is shown)",
+        ),
     ]
     r = roles(runs, lrs)
     large, small = r["large"], r["small"]
@@ -56,20 +86,52 @@ def learning_rate(df: pd.DataFrame, figs: FigureMaker) -> Section:
     best_const = best_level(const, "factor.lr", final_acc("val"))
     best_decay = best_level(decayed, "arm", final_acc("val"))
     lab = lambda lv: f"{lrs[lv]:g}" if lv is not None else "–"  # noqa: E731
-    parts = [compare(f"a large constant lr ({lab(large)}) makes fast early progress (vs the smallest, {lab(small)})",
-                     f"lr {lab(large)} − lr {lab(small)} (constant), val accuracy after epoch 1", at(large, "constant"),
-                     at(small, "constant"), hist_at("val_acc", 1), unit="pts", scale=100)]
-    parts += [compare(f"…but settles less precisely than the same lr with {s} decay",
-                      f"constant − {s} (lr {lab(large)}), final training loss", at(large, "constant"), at(large, s),
-                      final_loss, unit="nats") for s in scheds if s != "constant"]
-    parts += [compare(f"a small lr ({lab(small)}) is slow: still behind the large one at the end of the budget",
-                      f"lr {lab(small)} − lr {lab(large)} (constant), final training loss", at(small, "constant"),
-                      at(large, "constant"), final_loss, unit="nats")]
+    parts = [
+        compare(
+            f"a large constant lr ({lab(large)}) makes fast early progress (vs the smallest, {lab(small)})",
+            f"lr {lab(large)} − lr {lab(small)} (constant), val accuracy after epoch 1",
+            at(large, "constant"),
+            at(small, "constant"),
+            hist_at("val_acc", 1),
+            unit="pts",
+            scale=100,
+        )
+    ]
+    parts += [
+        compare(
+            f"…but settles less precisely than the same lr with {s} decay",
+            f"constant − {s} (lr {lab(large)}), final training loss",
+            at(large, "constant"),
+            at(large, s),
+            final_loss,
+            unit="nats",
+        )
+        for s in scheds
+        if s != "constant"
+    ]
+    parts += [
+        compare(
+            f"a small lr ({lab(small)}) is slow: still behind the large one at the end of the budget",
+            f"lr {lab(small)} − lr {lab(large)} (constant), final training loss",
+            at(small, "constant"),
+            at(large, "constant"),
+            final_loss,
+            unit="nats",
+        )
+    ]
     if best_decay is not None and best_const is not None:
-        parts.append(compare("starting large and decaying gets both: the best decayed arm (on validation) ends more "
-                             "accurate than the best constant one", f"{best_decay} − {best_const}+constant, test accuracy",
-                             decayed[decayed["arm"] == best_decay], select(const, lr=best_const), final_acc("test"),
-                             unit="pts", scale=100))
+        parts.append(
+            compare(
+                "starting large and decaying gets both: the best decayed arm (on validation) ends more "
+                "accurate than the best constant one",
+                f"{best_decay} − {best_const}+constant, test accuracy",
+                decayed[decayed["arm"] == best_decay],
+                select(const, lr=best_const),
+                final_acc("test"),
+                unit="pts",
+                scale=100,
+            )
+        )
     sec.verdict, sec.parts = decide(parts)
     loss = {s: mean_of(values(at(large, s), final_loss)) for s in scheds}
     n_div = {lv: int(select(runs, lr=lv)["status"].eq("diverged").sum()) for lv in lrs}
@@ -79,7 +141,8 @@ def learning_rate(df: pd.DataFrame, figs: FigureMaker) -> Section:
         f"it; decaying the rate shrinks the bounce. Measured at lr {lab(large)} (the largest constant rate that trains): "
         "final training loss " + ", ".join(f"{s} {fmt(v)}" for s, v in loss.items()) + ".",
         "What the notes leave out: too large a rate does not merely fail to settle, it diverges (runs diverged per lr: "
-        + ", ".join(f"{lab(lv)} {n}/{len(select(runs, lr=lv))}" for lv, n in n_div.items()) + "). And whether the "
+        + ", ".join(f"{lab(lv)} {n}/{len(select(runs, lr=lv))}" for lv, n in n_div.items())
+        + "). And whether the "
         "small rate is 'precise' cannot show within a fixed budget: it is still descending when training stops. "
         f"Best arms on validation: constant lr {lab(best_const)}, decayed {best_decay or '–'}.",
     ]
@@ -91,23 +154,40 @@ def learning_rate(df: pd.DataFrame, figs: FigureMaker) -> Section:
         if len(sub):
             labelled.append(sub.assign(role=f"{role} (lr {lab(lv)}, {s})"))
     if len(best_arm):
-        labelled.append(best_arm.assign(role=f"good (lr {float(best_arm['config.lr'].iloc[0]):g}, "
-                                              f"{best_arm['factor.schedule'].iloc[0]})"))
-    means = pd.DataFrame({s: [mean_of(values(at(lv, s), final_acc("test"))) * 100 for lv in lrs] for s in scheds},
-                         index=pd.Index([lab(lv) for lv in lrs], name="learning rate"))
+        labelled.append(
+            best_arm.assign(role=f"good (lr {float(best_arm['config.lr'].iloc[0]):g}, {best_arm['factor.schedule'].iloc[0]})")
+        )
+    means = pd.DataFrame(
+        {s: [mean_of(values(at(lv, s), final_acc("test"))) * 100 for lv in lrs] for s in scheds},
+        index=pd.Index([lab(lv) for lv in lrs], name="learning rate"),
+    )
     means.columns.name = "schedule"
     text = pd.DataFrame({s: [_cell(at(lv, s)) for lv in lrs] for s in scheds}, index=means.index)
     sec.figures += [
-        figs.loss_roles("lr-classic", "Too high, high, low and good learning rates (CS231n's figure, measured)",
-                        pd.concat(labelled) if labelled else runs.iloc[:0], hue="role",
-                        caption="roles from the constant-schedule runs: high = the largest lr whose runs all train, too high = "
-                            "the next lr up, low = the smallest lr, good = the best arm on validation; ✕ = diverged (the "
-                                "loss left the axis or became NaN); band = 95% t interval over seeds"),
-        figs.curves("lr-schedules", f"The same large lr ({lab(large)}) with each schedule", at(large, tuple(scheds)),
-                    [("train_loss", "training loss"), ("val_acc", "validation accuracy"), ("lr", "learning rate")],
-                    hue="factor.schedule"),
-        figs.heatmap("lr-heatmap", "Test accuracy (%) over learning rate × schedule", means, text, "test accuracy (%)",
-                     caption=f"mean over seeds; diverged runs count as chance ({CHANCE:.0%}); 'div' = diverged runs"),
+        figs.loss_roles(
+            "lr-classic",
+            "Too high, high, low and good learning rates (CS231n's figure, measured)",
+            pd.concat(labelled) if labelled else runs.iloc[:0],
+            hue="role",
+            caption="roles from the constant-schedule runs: high = the largest lr whose runs all train, too high = "
+            "the next lr up, low = the smallest lr, good = the best arm on validation; ✕ = diverged (the "
+            "loss left the axis or became NaN); band = 95% t interval over seeds",
+        ),
+        figs.curves(
+            "lr-schedules",
+            f"The same large lr ({lab(large)}) with each schedule",
+            at(large, tuple(scheds)),
+            [("train_loss", "training loss"), ("val_acc", "validation accuracy"), ("lr", "learning rate")],
+            hue="factor.schedule",
+        ),
+        figs.heatmap(
+            "lr-heatmap",
+            "Test accuracy (%) over learning rate × schedule",
+            means,
+            text,
+            "test accuracy (%)",
+            caption=f"mean over seeds; diverged runs count as chance ({CHANCE:.0%}); 'div' = diverged runs",
+        ),
     ]
     return sec
 

@@ -1,4 +1,5 @@
 """convergence-speed: epochs and seconds to a fixed target accuracy, per arm, in every study that settles it."""
+
 from __future__ import annotations
 
 import math
@@ -48,15 +49,27 @@ def convergence_speed(df: pd.DataFrame, figs: FigureMaker) -> Section:
             sec.setup += [(f"{k} ({study})", v) for k, v in s_sec.setup]
             sec.runs += s_sec.runs
         target = target_for(runs)
-        sec.tables.append(arm_table(f"{study}: time to {target:.0%} validation accuracy (and to 95% of its own final)", runs, [
-            ("reached target (fraction of runs)", reached(target), 1),
-            ("epochs to target", to_target(target, "epoch"), 1), ("seconds to target", to_target(target, "seconds"), 1),
-            ("epochs to 95% of own final", to_own_final, 1), ("final test acc %", final_acc("test"), 100)],
-            note=f"target = 90% of the median arm's final validation accuracy, floored to a percent ({target:.0%}); "
-                 "epochs and seconds are interpolated between epoch ends; runs that never reach the target (or "
-                 "diverge first) are counted in the first column and have no time."
-                 + (" Runs trained packed (bench study --pack) share one clock, so they have no seconds."
-                    if "packed" in runs and (runs["packed"].fillna(1) > 1).any() else "")))
+        sec.tables.append(
+            arm_table(
+                f"{study}: time to {target:.0%} validation accuracy (and to 95% of its own final)",
+                runs,
+                [
+                    ("reached target (fraction of runs)", reached(target), 1),
+                    ("epochs to target", to_target(target, "epoch"), 1),
+                    ("seconds to target", to_target(target, "seconds"), 1),
+                    ("epochs to 95% of own final", to_own_final, 1),
+                    ("final test acc %", final_acc("test"), 100),
+                ],
+                note=f"target = 90% of the median arm's final validation accuracy, floored to a percent ({target:.0%}); "
+                "epochs and seconds are interpolated between epoch ends; runs that never reach the target (or "
+                "diverge first) are counted in the first column and have no time."
+                + (
+                    " Runs trained packed (bench study --pack) share one clock, so they have no seconds."
+                    if "packed" in runs and (runs["packed"].fillna(1) > 1).any()
+                    else ""
+                ),
+            )
+        )
         arms = arms_in_order(runs)
         per = {a: runs[runs["arm"] == a] for a in arms}
         fixed = [mean_of(values(per[a], to_target(target))) for a in arms]
@@ -64,22 +77,32 @@ def convergence_speed(df: pd.DataFrame, figs: FigureMaker) -> Section:
         acc = [mean_of(values(per[a], final_acc("test"))) for a in arms]
         ok = [i for i in range(len(arms)) if math.isfinite(fixed[i]) and math.isfinite(own[i])]
         rho, p = spearman_test([fixed[i] for i in ok], [own[i] for i in ok])
-        parts.append(Part(f"{study}: arms that reach a fixed target sooner also reach their own final accuracy sooner",
-                          f"{study}: Spearman ρ across arms, epochs to {target:.0%} vs epochs to 95% of own final",
-                          "Spearman rank correlation", diff=Diff(float(rho), math.nan, math.nan, float(rho), float(p),
-                                                                  len(ok) - 2, len(ok), len(ok)),
-                          n_min=int(runs.groupby("arm")["seed"].nunique().min()), runs=run_links(runs),
-                          evidence=f"ρ = {fmt(float(rho))} over {len(ok)} arms that reach the target"))
+        parts.append(
+            Part(
+                f"{study}: arms that reach a fixed target sooner also reach their own final accuracy sooner",
+                f"{study}: Spearman ρ across arms, epochs to {target:.0%} vs epochs to 95% of own final",
+                "Spearman rank correlation",
+                diff=Diff(float(rho), math.nan, math.nan, float(rho), float(p), len(ok) - 2, len(ok), len(ok)),
+                n_min=int(runs.groupby("arm")["seed"].nunique().min()),
+                runs=run_links(runs),
+                evidence=f"ρ = {fmt(float(rho))} over {len(ok)} arms that reach the target",
+            )
+        )
         rho_acc = spearman([fixed[i] for i in ok], [acc[i] for i in ok])
         fastest = arms[min(ok, key=lambda i: fixed[i])] if ok else "–"
         best = arms[int(np.nanargmax(acc))] if np.isfinite(acc).any() else "–"
-        notes.append(f"{study}: fastest to {target:.0%}: {fastest}; most accurate at the end: {best}; rank correlation "
-                     f"between time to target and final test accuracy ρ = {fmt(float(rho_acc))} (−1 would mean faster "
-                     "is always better).")
-        sec.figures.append(figs.curves(f"speed-{study}", f"{study}: validation accuracy over epochs", runs,
-                                       [("val_acc", "validation accuracy")]))
+        notes.append(
+            f"{study}: fastest to {target:.0%}: {fastest}; most accurate at the end: {best}; rank correlation "
+            f"between time to target and final test accuracy ρ = {fmt(float(rho_acc))} (−1 would mean faster "
+            "is always better)."
+        )
+        sec.figures.append(
+            figs.curves(f"speed-{study}", f"{study}: validation accuracy over epochs", runs, [("val_acc", "validation accuracy")])
+        )
     sec.verdict, sec.parts = decide(parts)
-    sec.notes = ["Right as a definition: convergence speed is how soon a model reaches the accuracy it will end at. "
-                 "What the definition does not say, and what is easy to read into it: converging faster is not "
-                 "converging to a better model. Both are measured per arm below."] + notes
+    sec.notes = [
+        "Right as a definition: convergence speed is how soon a model reaches the accuracy it will end at. "
+        "What the definition does not say, and what is easy to read into it: converging faster is not "
+        "converging to a better model. Both are measured per arm below."
+    ] + notes
     return sec

@@ -1,5 +1,6 @@
 """transfer and fc-head: features pretrained on CIFAR-10 classes 0-4 (or ImageNet) reused for classes 5-9,
 frozen under a linear or an MLP head, fine-tuned, or not used at all (from scratch), at several target sizes."""
+
 from __future__ import annotations
 
 import math
@@ -45,27 +46,40 @@ def _tag(source: str | None, many: bool) -> str:
 def _prepare(df: pd.DataFrame, claim: str) -> tuple[Section, pd.DataFrame, dict[str, int], list[str | None]]:
     sec, runs, _ = start(claim, df, "transfer")
     sizes = _sizes(runs)
-    sec.tables.append(arm_table("Per arm: target test accuracy (%), training time", runs, [
-        ("test acc", final_acc("test"), 100), ("train acc", final_acc("train"), 100),
-        ("training seconds", column("train_seconds"), 1), ("images / s", column("images_per_s"), 1)],
-        note="5 target classes (CIFAR-10 classes 5-9: dog, frog, horse, ship, truck; chance 20%); training seconds: the "
-             "target training loop only (per-epoch evaluation and the one-off source pretraining excluded). Diverged "
-             "runs count as chance (0.10)."))
+    sec.tables.append(
+        arm_table(
+            "Per arm: target test accuracy (%), training time",
+            runs,
+            [
+                ("test acc", final_acc("test"), 100),
+                ("train acc", final_acc("train"), 100),
+                ("training seconds", column("train_seconds"), 1),
+                ("images / s", column("images_per_s"), 1),
+            ],
+            note="5 target classes (CIFAR-10 classes 5-9: dog, frog, horse, ship, truck; chance 20%); training seconds: the "
+            "target training loop only (per-epoch evaluation and the one-off source pretraining excluded). Diverged "
+            "runs count as chance (0.10).",
+        )
+    )
     sec.setup.insert(2, ("Transfer", _transfer_setup(runs, sizes)))
     return sec, runs, sizes, _sources(runs)
 
 
 def _transfer_setup(runs: pd.DataFrame, sizes: dict[str, int]) -> str:
     """The source and target protocol in words, from the runs' configs."""
+
     def one(key: str) -> str:
         vals = sorted(set(runs[f"config.{key}"].dropna().astype(str))) if f"config.{key}" in runs else []
         return "/".join(vals) or "–"
+
     n_src = one("n_train")
-    return (f"source {one('source')}: the same net trained on CIFAR-10 classes 0-4 "
-            f"({'all 25,000' if n_src == '0' else n_src} images, {one('pretrain_epochs')} epochs at lr "
-            f"{one('pretrain_lr')}, 0 = the arm's lr), once per seed and cached; target classes 5-9 (labels 0-4), "
-            f"{', '.join(str(n) for n in sizes.values())} training images per class, validation and test from the "
-            f"target classes only; linear/mlp freeze every source layer (BatchNorm statistics included)")
+    return (
+        f"source {one('source')}: the same net trained on CIFAR-10 classes 0-4 "
+        f"({'all 25,000' if n_src == '0' else n_src} images, {one('pretrain_epochs')} epochs at lr "
+        f"{one('pretrain_lr')}, 0 = the arm's lr), once per seed and cached; target classes 5-9 (labels 0-4), "
+        f"{', '.join(str(n) for n in sizes.values())} training images per class, validation and test from the "
+        f"target classes only; linear/mlp freeze every source layer (BatchNorm statistics included)"
+    )
 
 
 def _figure(figs: FigureMaker, runs: pd.DataFrame, sizes: dict[str, int], source: str | None, many: bool):
@@ -77,22 +91,44 @@ def _figure(figs: FigureMaker, runs: pd.DataFrame, sizes: dict[str, int], source
     long = pd.DataFrame(long, columns=["transfer", "images per class", "metric", "value"])
     refs = pd.DataFrame([("test accuracy (%)", "chance (5 classes)", CHANCE5 * 100)], columns=["metric", "label", "value"])
     name = "transfer-size" + (f"-{source}" if many and source else "")
-    return figs.versus(name, "Target accuracy and training time vs target-set size" + _tag(source, many), long,
-                       "images per class", "target training images per class (log scale)", hue="transfer",
-                       hue_order=[m for m in MODES if m in set(long["transfer"])], logx=True, refs=refs,
-                       caption="points: mean over seeds; bars: 95% t interval; linear and mlp train only their head "
-                               "on frozen features, finetune trains everything from the source's weights, scratch "
-                               "trains the same net from a random init")
+    return figs.versus(
+        name,
+        "Target accuracy and training time vs target-set size" + _tag(source, many),
+        long,
+        "images per class",
+        "target training images per class (log scale)",
+        hue="transfer",
+        hue_order=[m for m in MODES if m in set(long["transfer"])],
+        logx=True,
+        refs=refs,
+        caption="points: mean over seeds; bars: 95% t interval; linear and mlp train only their head "
+        "on frozen features, finetune trains everything from the source's weights, scratch "
+        "trains the same net from a random init",
+    )
 
 
 def _grids(runs: pd.DataFrame, sizes: dict[str, int], source: str | None, many: bool) -> list[Table]:
     modes = [m for m in MODES if (runs["factor.transfer"] == m).any()]
     levels = list(sizes)
-    return [grid_table(f"Test accuracy (%) by transfer mode and target size{_tag(source, many)}", runs,
-                       ("transfer", modes), ("size", levels), final_acc("test"), 100),
-            grid_table(f"Training seconds by transfer mode and target size{_tag(source, many)}", runs,
-                       ("transfer", modes), ("size", levels), column("train_seconds"), 1,
-                       note="wall-clock seconds of the target training loop (all epochs), mean [95% CI] over seeds")]
+    return [
+        grid_table(
+            f"Test accuracy (%) by transfer mode and target size{_tag(source, many)}",
+            runs,
+            ("transfer", modes),
+            ("size", levels),
+            final_acc("test"),
+            100,
+        ),
+        grid_table(
+            f"Training seconds by transfer mode and target size{_tag(source, many)}",
+            runs,
+            ("transfer", modes),
+            ("size", levels),
+            column("train_seconds"),
+            1,
+            note="wall-clock seconds of the target training loop (all epochs), mean [95% CI] over seeds",
+        ),
+    ]
 
 
 @analysis("transfer")
@@ -106,46 +142,79 @@ def transfer(df: pd.DataFrame, figs: FigureMaker) -> Section:
         runs_s = _of(runs, src)
         sec.tables += _grids(runs_s, sizes, src, many)
         for size, n in sizes.items():
-            parts.append(compare(f"frozen features + a linear head beat training from scratch at {n} images per class{t}",
-                                 f"linear − scratch, test accuracy ({size}){t}", _of(runs, src, transfer="linear", size=size),
-                                 _of(runs, src, transfer="scratch", size=size), final_acc("test"), unit="pts", scale=100))
+            parts.append(
+                compare(
+                    f"frozen features + a linear head beat training from scratch at {n} images per class{t}",
+                    f"linear − scratch, test accuracy ({size}){t}",
+                    _of(runs, src, transfer="linear", size=size),
+                    _of(runs, src, transfer="scratch", size=size),
+                    final_acc("test"),
+                    unit="pts",
+                    scale=100,
+                )
+            )
             lin, fin = _of(runs, src, transfer="linear", size=size), _of(runs, src, transfer="finetune", size=size)
             d = welch(values(lin, final_acc("test")), values(fin, final_acc("test")))
-            gaps.append([f"{size} ({n}/class){t}", fmt_diff(Part("", "", "", diff=d, unit="pts", scale=100)),
-                         fmt(mean_of(values(fin, column("train_seconds"))) /
-                             mean_of(values(lin, column("train_seconds")))), run_links(pd.concat([lin, fin]))])
+            gaps.append(
+                [
+                    f"{size} ({n}/class){t}",
+                    fmt_diff(Part("", "", "", diff=d, unit="pts", scale=100)),
+                    fmt(mean_of(values(fin, column("train_seconds"))) / mean_of(values(lin, column("train_seconds")))),
+                    run_links(pd.concat([lin, fin])),
+                ]
+            )
         if large is not None:
             lin, fin = _of(runs, src, transfer="linear", size=large), _of(runs, src, transfer="finetune", size=large)
-            cost = compare(f"retraining only the head costs less time than fine-tuning everything ({sizes[large]}/class){t}",
-                           f"linear − finetune, training seconds ({large}){t}", lin, fin, column("train_seconds"),
-                           expected=-1, unit="s")
+            cost = compare(
+                f"retraining only the head costs less time than fine-tuning everything ({sizes[large]}/class){t}",
+                f"linear − finetune, training seconds ({large}){t}",
+                lin,
+                fin,
+                column("train_seconds"),
+                expected=-1,
+                unit="s",
+            )
             ratio = mean_of(values(lin, column("train_seconds"))) / mean_of(values(fin, column("train_seconds")))
             cost.evidence += f" (linear takes {fmt(ratio)}× fine-tuning's time)"
             parts.append(cost)
         src_name = SOURCES.get(src or "cifar5", src)
-        acc = {m: {s: mean_of(values(_of(runs, src, transfer=m, size=s), final_acc("test"))) * 100 for s in sizes}
-               for m in MODES}
+        acc = {m: {s: mean_of(values(_of(runs, src, transfer=m, size=s), final_acc("test"))) * 100 for s in sizes} for m in MODES}
         if small is not None:
-            notes.append(f"Source {src_name}, measured test accuracy (linear head / fine-tune / scratch): " + "; ".join(
-                f"{n} images per class {fmt(acc['linear'][s])}% / {fmt(acc['finetune'][s])}% / {fmt(acc['scratch'][s])}%"
-                for s, n in sizes.items()) + ".")
+            notes.append(
+                f"Source {src_name}, measured test accuracy (linear head / fine-tune / scratch): "
+                + "; ".join(
+                    f"{n} images per class {fmt(acc['linear'][s])}% / {fmt(acc['finetune'][s])}% / {fmt(acc['scratch'][s])}%"
+                    for s, n in sizes.items()
+                )
+                + "."
+            )
         sec.figures.append(_figure(figs, runs_s, sizes, src, many))
-    sec.tables.append(Table("Frozen linear head vs fine-tuning everything, per target size",
-                            ["size", "linear − finetune, test acc (pts, Welch 95% CI)",
-                             "fine-tune time / linear time", "runs (MLflow)"], gaps,
-                            "negative = fine-tuning is more accurate; the time ratio is of mean training seconds."))
+    sec.tables.append(
+        Table(
+            "Frozen linear head vs fine-tuning everything, per target size",
+            ["size", "linear − finetune, test acc (pts, Welch 95% CI)", "fine-tune time / linear time", "runs (MLflow)"],
+            gaps,
+            "negative = fine-tuning is more accurate; the time ratio is of mean training seconds.",
+        )
+    )
     sec.verdict, sec.parts = decide(parts)
-    sec.notes = [
-        "The claim holds where the target set is small: the source's features carry over and a linear head on them "
-        "needs few images, while a net trained from scratch on those images has little to learn from. With thousands "
-        "of images per class, training everything (from scratch or by fine-tuning) catches up or overtakes the frozen "
-        "features, which were learned for other classes; the parts per size show where the crossover lies.",
-        "The cost: the frozen features need no backward pass and no update, so the head trains in a fraction of the "
-        "time of fine-tuning; the one-off cost of pretraining the source is not in any arm's time (it is shared by "
-        "every target trial, and with ImageNet weights someone else paid it).",
-        "The notes' \"new 10-way task\" is a 5-way task here (CIFAR-10's other half); the point is the same.",
-    ] + notes + ["Every arm's learning rate is tuned on the target validation split (see Setup); the source trains "
-                 "once per seed at a fixed learning rate."]
+    sec.notes = (
+        [
+            "The claim holds where the target set is small: the source's features carry over and a linear head on them "
+            "needs few images, while a net trained from scratch on those images has little to learn from. With thousands "
+            "of images per class, training everything (from scratch or by fine-tuning) catches up or overtakes the frozen "
+            "features, which were learned for other classes; the parts per size show where the crossover lies.",
+            "The cost: the frozen features need no backward pass and no update, so the head trains in a fraction of the "
+            "time of fine-tuning; the one-off cost of pretraining the source is not in any arm's time (it is shared by "
+            "every target trial, and with ImageNet weights someone else paid it).",
+            "The notes' \"new 10-way task\" is a 5-way task here (CIFAR-10's other half); the point is the same.",
+        ]
+        + notes
+        + [
+            "Every arm's learning rate is tuned on the target validation split (see Setup); the source trains "
+            "once per seed at a fixed learning rate."
+        ]
+    )
     return sec
 
 
@@ -160,29 +229,56 @@ def fc_head(df: pd.DataFrame, figs: FigureMaker) -> Section:
         if small is not None:
             lin = _of(runs, src, transfer="linear", size=small)
             d = one_sample(values(lin, final_acc("test")), CHANCE5)
-            parts.append(Part(f"one linear layer on the frozen features turns them into useful class scores "
-                              f"({sizes[small]}/class){t}", f"linear head − chance (20%), test accuracy ({small}){t}",
-                              "one-sample t-test", diff=d, unit="pts", scale=100, n_min=lin["seed"].nunique(),
-                              runs=run_links(lin), evidence=f"{fmt(mean_of(values(lin, final_acc('test'))) * 100)}% "
-                                                            f"vs chance {CHANCE5:.0%}"))
+            parts.append(
+                Part(
+                    f"one linear layer on the frozen features turns them into useful class scores ({sizes[small]}/class){t}",
+                    f"linear head − chance (20%), test accuracy ({small}){t}",
+                    "one-sample t-test",
+                    diff=d,
+                    unit="pts",
+                    scale=100,
+                    n_min=lin["seed"].nunique(),
+                    runs=run_links(lin),
+                    evidence=f"{fmt(mean_of(values(lin, final_acc('test'))) * 100)}% vs chance {CHANCE5:.0%}",
+                )
+            )
         for size, n in sizes.items():
             lin, mlp = _of(runs, src, transfer="linear", size=size), _of(runs, src, transfer="mlp", size=size)
             d = welch(values(mlp, final_acc("test")), values(lin, final_acc("test")))
-            parts.append(Part(f"a hidden layer in the head adds little: MLP and linear heads on the same features agree "
-                              f"within ±{MARGIN * 100:g} pts ({n}/class){t}", f"mlp − linear, test accuracy ({size}){t}",
-                              f"equivalence: Welch 95% interval within ±{MARGIN * 100:g} pts", diff=d, margin=MARGIN,
-                              unit="pts", scale=100, n_min=min(lin["seed"].nunique() if len(lin) else 0,
-                                                               mlp["seed"].nunique() if len(mlp) else 0),
-                              runs=run_links(pd.concat([lin, mlp])),
-                              evidence=f"{fmt(mean_of(values(mlp, final_acc('test'))) * 100)}% vs "
-                                       f"{fmt(mean_of(values(lin, final_acc('test'))) * 100)}%"))
-            rows.append([f"{size} ({n}/class){t}", fmt_diff(Part("", "", "", diff=d, unit="pts", scale=100)),
-                         fmt(mean_of(values(mlp, column("train_seconds")))),
-                         fmt(mean_of(values(lin, column("train_seconds")))), run_links(pd.concat([lin, mlp]))])
+            parts.append(
+                Part(
+                    f"a hidden layer in the head adds little: MLP and linear heads on the same features agree "
+                    f"within ±{MARGIN * 100:g} pts ({n}/class){t}",
+                    f"mlp − linear, test accuracy ({size}){t}",
+                    f"equivalence: Welch 95% interval within ±{MARGIN * 100:g} pts",
+                    diff=d,
+                    margin=MARGIN,
+                    unit="pts",
+                    scale=100,
+                    n_min=min(lin["seed"].nunique() if len(lin) else 0, mlp["seed"].nunique() if len(mlp) else 0),
+                    runs=run_links(pd.concat([lin, mlp])),
+                    evidence=f"{fmt(mean_of(values(mlp, final_acc('test'))) * 100)}% vs "
+                    f"{fmt(mean_of(values(lin, final_acc('test'))) * 100)}%",
+                )
+            )
+            rows.append(
+                [
+                    f"{size} ({n}/class){t}",
+                    fmt_diff(Part("", "", "", diff=d, unit="pts", scale=100)),
+                    fmt(mean_of(values(mlp, column("train_seconds")))),
+                    fmt(mean_of(values(lin, column("train_seconds")))),
+                    run_links(pd.concat([lin, mlp])),
+                ]
+            )
         sec.figures.append(_figure(figs, _of(runs, src), sizes, src, many))
-    sec.tables.append(Table("MLP head vs linear head on the same frozen features", [
-        "size", "mlp − linear, test acc (pts, Welch 95% CI)", "mlp training s", "linear training s", "runs (MLflow)"],
-        rows, f"equivalent when the whole interval lies within ±{MARGIN * 100:g} points."))
+    sec.tables.append(
+        Table(
+            "MLP head vs linear head on the same frozen features",
+            ["size", "mlp − linear, test acc (pts, Welch 95% CI)", "mlp training s", "linear training s", "runs (MLflow)"],
+            rows,
+            f"equivalent when the whole interval lies within ±{MARGIN * 100:g} points.",
+        )
+    )
     sec.verdict, sec.parts = decide(parts)
     n_lin = _n_params(runs, "linear")
     sec.notes = [

@@ -1,9 +1,10 @@
 """Helpers every claim analysis shares: per-run metrics (diverged runs counted), per-arm
 tables with intervals and run links, the Setup block, comparisons as verdict Parts."""
+
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
@@ -17,8 +18,10 @@ CHANCE = 0.10  # accuracy a diverged run is counted at (10 classes): counted, ne
 FAILED_ACC = 0.15  # a run at or below this test accuracy (chance + 5 points) did not train
 Metric = Callable[[pd.Series], float]  # one number from one run (row of the runs frame)
 
-DIVERGED_NOTE = ("Diverged runs are counted, not dropped: their accuracy counts as chance (0.10), their "
-                 "time to target as never; other metrics of a diverged run are missing and n shows it.")
+DIVERGED_NOTE = (
+    "Diverged runs are counted, not dropped: their accuracy counts as chance (0.10), their "
+    "time to target as never; other metrics of a diverged run are missing and n shows it."
+)
 
 
 def diverged(row: pd.Series) -> bool:
@@ -59,13 +62,29 @@ def failure_part(assertion: str, label: str, a: pd.DataFrame, b: pd.DataFrame) -
     rate = bad_a / max(len(a), 1) - bad_b / max(len(b), 1)
     p = fisher_less(bad_a, len(a), bad_b, len(b))
     n_min = min(a["seed"].nunique() if len(a) else 0, b["seed"].nunique() if len(b) else 0)
-    return Part(assertion, label, "Fisher exact test (one-sided)",
-                diff=Diff(rate, math.nan, math.nan, math.nan, p, math.nan, len(a), len(b)), expected=-1, unit="pts",
-                scale=100, n_min=n_min, evidence=f"failed {bad_a}/{len(a)} vs {bad_b}/{len(b)}", runs=run_links(pd.concat([a, b])))
+    return Part(
+        assertion,
+        label,
+        "Fisher exact test (one-sided)",
+        diff=Diff(rate, math.nan, math.nan, math.nan, p, math.nan, len(a), len(b)),
+        expected=-1,
+        unit="pts",
+        scale=100,
+        n_min=n_min,
+        evidence=f"failed {bad_a}/{len(a)} vs {bad_b}/{len(b)}",
+        runs=run_links(pd.concat([a, b])),
+    )
 
 
-def grid_table(title: str, runs: pd.DataFrame, rows: tuple[str, list[str]], cols: tuple[str, list[str]],
-               metric: Metric, scale: float = 1.0, note: str = DIVERGED_NOTE) -> Table:
+def grid_table(
+    title: str,
+    runs: pd.DataFrame,
+    rows: tuple[str, list[str]],
+    cols: tuple[str, list[str]],
+    metric: Metric,
+    scale: float = 1.0,
+    note: str = DIVERGED_NOTE,
+) -> Table:
     """A factor × factor table: one row per level of factor `rows[0]` (in the order rows[1]), one column per level
     of `cols[0]`; each cell the mean [95% CI] of `metric` over the cell's seeds, with its diverged count."""
     (rf, rlevels), (cf, clevels) = rows, cols
@@ -107,10 +126,12 @@ def to_target(target: float, x: str = "epoch", split: str = "val") -> Metric:
     """Epochs (x="epoch") or seconds (x="seconds") until `split` accuracy first reaches target
     (interpolated); never reached -> NaN (counted in the table's `reached` column). Seconds of a run
     trained packed with others (column `packed` > 1) are NaN: the pack shared one clock."""
+
     def metric(row) -> float:
         if x == "seconds" and _f(row.get("packed")) > 1:
             return math.nan
         return crossing(series(row, x), series(row, f"{split}_acc"), target)
+
     return metric
 
 
@@ -138,9 +159,15 @@ def seeds_per_arm(runs: pd.DataFrame, by: str = "arm") -> int:
     return int(runs.groupby(by)["seed"].nunique().min()) if len(runs) else 0
 
 
-def arm_table(title: str, runs: pd.DataFrame, metrics: list[tuple[str, Metric, float]], by: str = "arm",
-              note: str = DIVERGED_NOTE, order: list[str] | None = None,
-              fixed: list[tuple[str, Metric]] | None = None) -> Table:
+def arm_table(
+    title: str,
+    runs: pd.DataFrame,
+    metrics: list[tuple[str, Metric, float]],
+    by: str = "arm",
+    note: str = DIVERGED_NOTE,
+    order: list[str] | None = None,
+    fixed: list[tuple[str, Metric]] | None = None,
+) -> Table:
     """Per arm: seeds, diverged, then `fixed` columns (a property of the arm, e.g. its parameter count: the
     first run's value, no interval), then mean [95% CI] of each metric (scaled), then run links."""
     rows = []
@@ -154,8 +181,12 @@ def arm_table(title: str, runs: pd.DataFrame, metrics: list[tuple[str, Metric, f
         cells += [_whole(m(sub.iloc[0])) for _, m in fixed]
         cells += [fmt_iv(t_interval(values(sub, m)), scale) for _, m, scale in metrics]
         rows.append(cells + [run_links(sub)])
-    return Table(title, [by, "seeds", "diverged"] + [label for label, _ in fixed] + [label for label, _, _ in metrics]
-                 + ["runs (MLflow)"], rows, note)
+    return Table(
+        title,
+        [by, "seeds", "diverged"] + [label for label, _ in fixed] + [label for label, _, _ in metrics] + ["runs (MLflow)"],
+        rows,
+        note,
+    )
 
 
 def _whole(x: float) -> str:
@@ -163,15 +194,32 @@ def _whole(x: float) -> str:
     return f"{int(x):,}" if isinstance(x, (int, float)) and math.isfinite(x) and float(x).is_integer() else fmt(x)
 
 
-def compare(assertion: str, label: str, a: pd.DataFrame, b: pd.DataFrame, metric: Metric, expected: int = 1,
-            unit: str = "", scale: float = 1.0) -> Part:
+def compare(
+    assertion: str,
+    label: str,
+    a: pd.DataFrame,
+    b: pd.DataFrame,
+    metric: Metric,
+    expected: int = 1,
+    unit: str = "",
+    scale: float = 1.0,
+) -> Part:
     """A Welch t-test part: metric over runs `a` minus over runs `b`; the claim expects sign `expected`."""
     va, vb = values(a, metric), values(b, metric)
     d = welch(va, vb)
     n_min = min(a["seed"].nunique() if len(a) else 0, b["seed"].nunique() if len(b) else 0)
-    return Part(assertion, label, "Welch t-test", diff=d, expected=expected, unit=unit, scale=scale, n_min=n_min,
-                evidence=f"{fmt(mean_of(va) * scale)} vs {fmt(mean_of(vb) * scale)}",
-                runs=run_links(pd.concat([a, b])))
+    return Part(
+        assertion,
+        label,
+        "Welch t-test",
+        diff=d,
+        expected=expected,
+        unit=unit,
+        scale=scale,
+        n_min=n_min,
+        evidence=f"{fmt(mean_of(va) * scale)} vs {fmt(mean_of(vb) * scale)}",
+        runs=run_links(pd.concat([a, b])),
+    )
 
 
 def check(assertion: str, label: str, runs: pd.DataFrame, passed: bool | None, evidence: str) -> Part:
@@ -193,8 +241,24 @@ def constant_config(runs: pd.DataFrame, keys: list[str]) -> tuple[list[str], lis
     return fixed, varying
 
 
-CONFIG_KEYS = ["model", "depth", "width", "activation", "init", "batchnorm", "dropout", "optimizer", "lr",
-               "momentum", "weight_decay", "schedule", "batch_size", "normalization", "augment", "residual"]
+CONFIG_KEYS = [
+    "model",
+    "depth",
+    "width",
+    "activation",
+    "init",
+    "batchnorm",
+    "dropout",
+    "optimizer",
+    "lr",
+    "momentum",
+    "weight_decay",
+    "schedule",
+    "batch_size",
+    "normalization",
+    "augment",
+    "residual",
+]
 
 
 def tuning_text(runs: pd.DataFrame, tune: pd.DataFrame) -> str:
@@ -202,15 +266,21 @@ def tuning_text(runs: pd.DataFrame, tune: pd.DataFrame) -> str:
     tuned = num(runs, "tuned_lr")
     if tuned.notna().sum() == 0:
         lrs = sorted(set(num(runs, "config.lr").dropna()))
-        return ("none: the study fixes the learning rate" + (f" (lr = {', '.join(f'{v:g}' for v in lrs)})" if lrs else "")
-                + "; the claim is not a comparison of methods at their best lr")
+        return (
+            "none: the study fixes the learning rate"
+            + (f" (lr = {', '.join(f'{v:g}' for v in lrs)})" if lrs else "")
+            + "; the claim is not a comparison of methods at their best lr"
+        )
     per_arm = runs.assign(_lr=tuned).groupby("arm", sort=False)["_lr"].first()
     text = "learning rate tuned per arm on the validation split (Optuna TPE, tuning seed), then fixed for the final runs"
     if len(tune):
         tried = num(tune, "tune_lr")
         n = tune.groupby("arm").size()
-        text += (f"; {int(n.min())}" + (f"–{int(n.max())}" if n.max() != n.min() else "")
-                 + f" tuning trials per arm, lr tried {fmt(tried.min())} to {fmt(tried.max())}")
+        text += (
+            f"; {int(n.min())}"
+            + (f"–{int(n.max())}" if n.max() != n.min() else "")
+            + f" tuning trials per arm, lr tried {fmt(tried.min())} to {fmt(tried.max())}"
+        )
     return text + ". Tuned lr: " + ", ".join(f"{arm} {fmt(v)}" for arm, v in per_arm.items())
 
 
@@ -226,14 +296,21 @@ def setup(study: str, runs: pd.DataFrame, tune: pd.DataFrame) -> list[tuple[str,
         ("Arms", ", ".join(arms_in_order(runs))),
         ("Seeds per arm", f"{seeds.min()}" + (f"–{seeds.max()}" if seeds.max() != seeds.min() else "")),
         ("Profile", ", ".join(sorted(set(runs["profile"])))),
-        ("Data", "; ".join(sorted(set(runs["data_source"].dropna().astype(str))))
-         + " — images used: " + ", ".join(f"{k} {'/'.join(str(v) for v in vs)}" for k, vs in sizes.items())),
+        (
+            "Data",
+            "; ".join(sorted(set(runs["data_source"].dropna().astype(str))))
+            + " — images used: "
+            + ", ".join(f"{k} {'/'.join(str(v) for v in vs)}" for k, vs in sizes.items()),
+        ),
         ("Device", "; ".join(sorted(set(runs["device"].dropna().astype(str))))),
         ("Epochs", "/".join(str(e) for e in epochs)),
         ("Fixed config", ", ".join(fixed) + (f"; varies by arm: {', '.join(varying)}" if varying else "")),
         ("Tuning", tuning_text(runs, tune)),
-        ("Runs", f"{len(runs)} final runs ({n_div} diverged); {len(tune)} tuning runs; code "
-         + ", ".join(sorted(set(runs["git_commit"].dropna().astype(str))))),
+        (
+            "Runs",
+            f"{len(runs)} final runs ({n_div} diverged); {len(tune)} tuning runs; code "
+            + ", ".join(sorted(set(runs["git_commit"].dropna().astype(str)))),
+        ),
     ]
 
 
@@ -250,26 +327,46 @@ def mean_of(xs: list[float]) -> float:
 def learning_area(split: str = "val") -> Metric:
     """Mean `split` accuracy over epochs 1..E (area under the learning curve: how fast progress is made);
     epochs after a divergence count as chance."""
+
     def metric(row: pd.Series) -> float:
         accs = series(row, f"{split}_acc")[1:]
         planned = _f(row.get("config.epochs"))
         planned = int(planned) if math.isfinite(planned) else len(accs)
         accs = [a if math.isfinite(a) else CHANCE for a in accs] + [CHANCE] * max(planned - len(accs), 0)
         return float(np.mean(accs)) if accs else math.nan
+
     return metric
 
 
-def paired(assertion: str, label: str, a: pd.DataFrame, b: pd.DataFrame, keys: list[str], metric: Metric,
-           expected: int = 1, unit: str = "", scale: float = 1.0) -> Part:
+def paired(
+    assertion: str,
+    label: str,
+    a: pd.DataFrame,
+    b: pd.DataFrame,
+    keys: list[str],
+    metric: Metric,
+    expected: int = 1,
+    unit: str = "",
+    scale: float = 1.0,
+) -> Part:
     """Paired t-test: metric(a) - metric(b) over runs matched on `keys` (e.g. lr, init, seed)."""
     va = {tuple(r[k] for k in keys): metric(r) for _, r in a.iterrows()}
     vb = {tuple(r[k] for k in keys): metric(r) for _, r in b.iterrows()}
     diffs = [va[k] - vb[k] for k in va if k in vb]
     d = one_sample(diffs, 0.0)
     n_min = min(a["seed"].nunique() if len(a) else 0, b["seed"].nunique() if len(b) else 0)
-    return Part(assertion, label, f"paired t-test over {len(diffs)} matched runs", diff=d, expected=expected, unit=unit,
-                scale=scale, n_min=n_min, evidence=f"mean paired difference {fmt(mean_of(diffs) * scale)}",
-                runs=run_links(pd.concat([a, b])))
+    return Part(
+        assertion,
+        label,
+        f"paired t-test over {len(diffs)} matched runs",
+        diff=d,
+        expected=expected,
+        unit=unit,
+        scale=scale,
+        n_min=n_min,
+        evidence=f"mean paired difference {fmt(mean_of(diffs) * scale)}",
+        runs=run_links(pd.concat([a, b])),
+    )
 
 
 def with_layer_mean(runs: pd.DataFrame, prefix: str, stat: str, name: str, first: int = 1, last_off: int = 0) -> pd.DataFrame:
@@ -278,7 +375,7 @@ def with_layer_mean(runs: pd.DataFrame, prefix: str, stat: str, name: str, first
     out = []
     for _, r in runs.iterrows():
         names = row_layers(r, prefix, stat)
-        names = names[first - 1: len(names) - last_off]
+        names = names[first - 1 : len(names) - last_off]
         lists = [series(r, f"{n}.{stat}") for n in names]
         rows = [np.asarray(v, float) for v in zip(*lists)]
         out.append([float(np.nanmean(v)) if np.isfinite(v).any() else math.nan for v in rows])

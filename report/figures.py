@@ -1,5 +1,6 @@
 """Seaborn figures written as PNG files beside the report; every band or bar is the mean
 over seeds with its 95% t interval (the same interval as the tables)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,10 +9,10 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.ticker import FuncFormatter  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
+from matplotlib.ticker import FuncFormatter  # noqa: E402
 
 from .frame import long_history, series  # noqa: E402
 from .section import Figure  # noqa: E402
@@ -43,8 +44,18 @@ class FigureMaker:
         return Figure(f"figures/{name}.png", title, caption, width)
 
     # ------------------------------------------------------------------ curves over epochs
-    def curves(self, name: str, title: str, runs: pd.DataFrame, panels: list[tuple[str, str]], hue: str = "arm",
-               logy: bool = False, first_epoch: int = 0, caption: str = "", hue_order: list[str] | None = None) -> Figure | None:
+    def curves(
+        self,
+        name: str,
+        title: str,
+        runs: pd.DataFrame,
+        panels: list[tuple[str, str]],
+        hue: str = "arm",
+        logy: bool = False,
+        first_epoch: int = 0,
+        caption: str = "",
+        hue_order: list[str] | None = None,
+    ) -> Figure | None:
         """One panel per (metric, y label): metric over epochs, a line and band per `hue`."""
         if not self.enabled or runs.empty:
             return None
@@ -61,8 +72,18 @@ class FigureMaker:
             log = logy or wide  # losses spanning decades read better on a log axis
             if log:
                 sub = _to_log(sub)
-            sns.lineplot(sub, x="epoch", y="value", hue=hue, hue_order=order, errorbar=band, marker="o",
-                         markersize=4, ax=ax, legend=ax is axes[0][-1])
+            sns.lineplot(
+                sub,
+                x="epoch",
+                y="value",
+                hue=hue,
+                hue_order=order,
+                errorbar=band,
+                marker="o",
+                markersize=4,
+                ax=ax,
+                legend=ax is axes[0][-1],
+            )
             ax.set(xlabel="epoch", ylabel=ylabel)
             if log:
                 _log_ticks(ax)
@@ -71,9 +92,19 @@ class FigureMaker:
         return self._save(fig, name, title, caption or BAND)
 
     # ------------------------------------------------------------------ per-layer profiles
-    def layer_profile(self, name: str, title: str, runs: pd.DataFrame, layer_names: list[str], stat: str,
-                      ylabel: str, hue: str = "arm", epochs: tuple[int, ...] = (0, -1), logy: bool = True,
-                      caption: str = "") -> Figure | None:
+    def layer_profile(
+        self,
+        name: str,
+        title: str,
+        runs: pd.DataFrame,
+        layer_names: list[str],
+        stat: str,
+        ylabel: str,
+        hue: str = "arm",
+        epochs: tuple[int, ...] = (0, -1),
+        logy: bool = True,
+        caption: str = "",
+    ) -> Figure | None:
         """`stat` per layer (x = layer index) at each epoch in `epochs` (0 = init, -1 = last), one panel each."""
         if not self.enabled or runs.empty or not layer_names:
             return None
@@ -93,8 +124,18 @@ class FigureMaker:
         fig, axes = plt.subplots(1, len(whens), figsize=(4.8 * len(whens) + 1.6, 3.8), squeeze=False, sharey=True)
         order = list(dict.fromkeys(runs[hue]))
         for ax, when in zip(axes[0], whens):
-            sns.lineplot(data[data["when"] == when], x="layer", y="value", hue=hue, hue_order=order, errorbar=band,
-                         marker="o", markersize=4, ax=ax, legend=ax is axes[0][-1])
+            sns.lineplot(
+                data[data["when"] == when],
+                x="layer",
+                y="value",
+                hue=hue,
+                hue_order=order,
+                errorbar=band,
+                marker="o",
+                markersize=4,
+                ax=ax,
+                legend=ax is axes[0][-1],
+            )
             ax.set(title=when, xlabel="layer (input → output)", ylabel=ylabel)
             if logy:
                 _log_ticks(ax)
@@ -102,8 +143,16 @@ class FigureMaker:
         _legend_outside(axes[0][-1], hue)
         return self._save(fig, name, title, caption or BAND)
 
-    def histograms(self, name: str, title: str, runs: pd.DataFrame, arms: list[str], layer_names: list[str],
-                   when: str = "init", caption: str = "") -> Figure | None:
+    def histograms(
+        self,
+        name: str,
+        title: str,
+        runs: pd.DataFrame,
+        arms: list[str],
+        layer_names: list[str],
+        when: str = "init",
+        caption: str = "",
+    ) -> Figure | None:
         """CS231n-style grid: one row per arm (its first seed), one column per layer, activation histograms."""
         if not self.enabled or runs.empty or not layer_names:
             return None
@@ -112,8 +161,9 @@ class FigureMaker:
         cols = [layer_names[i] for i in picks]
         if not shown:
             return None
-        fig, axes = plt.subplots(len(shown), len(cols), figsize=(1.45 * len(cols) + 1.2, 1.35 * len(shown) + 0.9),
-                                 squeeze=False, sharey="row")
+        fig, axes = plt.subplots(
+            len(shown), len(cols), figsize=(1.45 * len(cols) + 1.2, 1.35 * len(shown) + 0.9), squeeze=False, sharey="row"
+        )
         for i, arm in enumerate(shown):
             row = runs[runs["arm"] == arm].sort_values("seed").iloc[0]
             hists = {layer: _hist(row, f"{when}.{layer}") for layer in cols}
@@ -136,13 +186,32 @@ class FigureMaker:
                     ax.set_title(layer, fontsize=8)
                 if j == 0:
                     ax.set_ylabel(_short(arm, shown), fontsize=8, rotation=0, ha="right", va="center")
-        return self._save(fig, name, title, caption or "fraction of probe-batch activations per bin (first seed of each arm); "
-                          "x: activation value, one range per row so a shrinking or exploding scale shows")
+        return self._save(
+            fig,
+            name,
+            title,
+            caption
+            or "fraction of probe-batch activations per bin (first seed of each arm); "
+            "x: activation value, one range per row so a shrinking or exploding scale shows",
+        )
 
     # ------------------------------------------------------------------ points, bars, scatter
-    def points(self, name: str, title: str, data: pd.DataFrame, x: str, y: str, ylabel: str, hue: str | None = None,
-               col: str | None = None, logy: bool = False, caption: str = "", order: list | None = None,
-               join: bool = False, sharey: bool = True) -> Figure | None:
+    def points(
+        self,
+        name: str,
+        title: str,
+        data: pd.DataFrame,
+        x: str,
+        y: str,
+        ylabel: str,
+        hue: str | None = None,
+        col: str | None = None,
+        logy: bool = False,
+        caption: str = "",
+        order: list | None = None,
+        join: bool = False,
+        sharey: bool = True,
+    ) -> Figure | None:
         """Mean and 95% t interval of y over seeds at each x (one panel per `col` value); join=True draws
         lines between x values (for ordered x such as depth or learning rate)."""
         if not self.enabled or data.empty:
@@ -151,23 +220,51 @@ class FigureMaker:
         if data.empty:
             return None
         panels = list(dict.fromkeys(data[col])) if col else [None]
-        fig, axes = plt.subplots(1, len(panels), figsize=(max(4.6, 0.55 * data[x].nunique() + 2.6) * len(panels) + 1.4, 3.9),
-                                 squeeze=False, sharey=sharey)
+        fig, axes = plt.subplots(
+            1,
+            len(panels),
+            figsize=(max(4.6, 0.55 * data[x].nunique() + 2.6) * len(panels) + 1.4, 3.9),
+            squeeze=False,
+            sharey=sharey,
+        )
         for ax, panel in zip(axes[0], panels):
             sub = data if panel is None else data[data[col] == panel]
             dodge = 0.3 if hue and sub[hue].nunique() > 1 else False  # seaborn divides by (levels - 1)
-            sns.pointplot(sub, x=x, y=y, hue=hue, order=order, errorbar=band, dodge=dodge,
-                          capsize=0.1, markersize=5, linestyle="-" if join else "none", ax=ax,
-                          legend=bool(hue) and ax is axes[0][-1])
+            sns.pointplot(
+                sub,
+                x=x,
+                y=y,
+                hue=hue,
+                order=order,
+                errorbar=band,
+                dodge=dodge,
+                capsize=0.1,
+                markersize=5,
+                linestyle="-" if join else "none",
+                ax=ax,
+                legend=bool(hue) and ax is axes[0][-1],
+            )
             ax.set(ylabel=ylabel, title=str(panel) if panel is not None else "", yscale="log" if logy else "linear")
             ax.tick_params(axis="x", rotation=30 if data[x].astype(str).str.len().max() > 6 else 0)
         if hue:
             _legend_outside(axes[0][-1], hue)
         return self._save(fig, name, title, caption or "points: mean over seeds; bars: 95% t interval")
 
-    def scatter(self, name: str, title: str, data: pd.DataFrame, x: str, y: str, xlabel: str, ylabel: str,
-                hue: str | None = None, logx: bool = False, logy: bool = False, caption: str = "",
-                lines: bool = False) -> Figure | None:
+    def scatter(
+        self,
+        name: str,
+        title: str,
+        data: pd.DataFrame,
+        x: str,
+        y: str,
+        xlabel: str,
+        ylabel: str,
+        hue: str | None = None,
+        logx: bool = False,
+        logy: bool = False,
+        caption: str = "",
+        lines: bool = False,
+    ) -> Figure | None:
         if not self.enabled or data.empty:
             return None
         ok = np.isfinite(data[x].astype(float)) & np.isfinite(data[y].astype(float))
@@ -184,9 +281,20 @@ class FigureMaker:
             _legend_outside(ax, hue)
         return self._save(fig, name, title, caption)
 
-    def versus(self, name: str, title: str, data: pd.DataFrame, x: str, xlabel: str, hue: str | None = None,
-               logx: bool = False, refs: pd.DataFrame | None = None, caption: str = "",
-               hue_order: list[str] | None = None, ylabel: str | None = None) -> Figure | None:
+    def versus(
+        self,
+        name: str,
+        title: str,
+        data: pd.DataFrame,
+        x: str,
+        xlabel: str,
+        hue: str | None = None,
+        logx: bool = False,
+        refs: pd.DataFrame | None = None,
+        caption: str = "",
+        hue_order: list[str] | None = None,
+        ylabel: str | None = None,
+    ) -> Figure | None:
         """One panel per `metric` of long `data` (columns x, [hue], metric, value): mean and 95% t interval over
         seeds at each numeric x, joined by lines. The panel's y label is its metric, or `ylabel` with the metric as
         the panel's title. `refs` (columns metric, label, value) draws labelled horizontal reference lines."""
@@ -210,12 +318,25 @@ class FigureMaker:
                 data = data.assign(**{x: data[x] + data[hue].map(shift).fillna(0.0)})
         for ax, metric in zip(axes[0], panels):
             sub = data[data["metric"] == metric]
-            sns.lineplot(sub, x=x, y="value", hue=hue, hue_order=order, errorbar=band, err_style="bars", marker="o",
-                         markersize=5, err_kws={"capsize": 3}, ax=ax, legend=bool(hue) and ax is axes[0][-1])
+            sns.lineplot(
+                sub,
+                x=x,
+                y="value",
+                hue=hue,
+                hue_order=order,
+                errorbar=band,
+                err_style="bars",
+                marker="o",
+                markersize=5,
+                err_kws={"capsize": 3},
+                ax=ax,
+                legend=bool(hue) and ax is axes[0][-1],
+            )
             for i, (_, ref) in enumerate(refs[refs["metric"] == metric].iterrows() if refs is not None else []):
                 ax.axhline(ref["value"], color="0.35", linestyle=("--", ":", "-.")[i % 3], linewidth=1.2)
-                ax.annotate(ref["label"], (0.01, ref["value"]), xycoords=("axes fraction", "data"), fontsize=7,
-                            color="0.3", va="bottom")
+                ax.annotate(
+                    ref["label"], (0.01, ref["value"]), xycoords=("axes fraction", "data"), fontsize=7, color="0.3", va="bottom"
+                )
             ax.set(xlabel=xlabel, ylabel=ylabel or metric, title=metric if ylabel else "")
             if not logx:
                 ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
@@ -243,8 +364,18 @@ class FigureMaker:
         colours = dict(zip(order, sns.color_palette("colorblind", len(order))))
         for h in order:
             sub = data[data[hue] == h].assign(value=lambda d: d["value"].clip(upper=top))
-            sns.lineplot(sub, x="epoch", y="value", errorbar=band, marker="o", markersize=4, color=colours[h], label=h, ax=ax,
-                         err_kws={"alpha": 0.12})
+            sns.lineplot(
+                sub,
+                x="epoch",
+                y="value",
+                errorbar=band,
+                marker="o",
+                markersize=4,
+                color=colours[h],
+                label=h,
+                ax=ax,
+                err_kws={"alpha": 0.12},
+            )
             gone = sub[sub["value"] >= top]
             blown = runs[(runs[hue] == h) & (runs["status"] == "diverged")]
             if len(gone) or len(blown):
@@ -256,21 +387,44 @@ class FigureMaker:
         _legend_outside(ax, hue)
         return self._save(fig, name, title, caption or BAND)
 
-    def heatmap(self, name: str, title: str, means: pd.DataFrame, labels: pd.DataFrame, cbar: str,
-                caption: str = "", cmap: str = "viridis") -> Figure | None:
+    def heatmap(
+        self,
+        name: str,
+        title: str,
+        means: pd.DataFrame,
+        labels: pd.DataFrame,
+        cbar: str,
+        caption: str = "",
+        cmap: str = "viridis",
+    ) -> Figure | None:
         """A rows × columns grid coloured by `means` (NaN: grey), each cell annotated with its `labels` text."""
         if not self.enabled or means.empty:
             return None
         fig, ax = plt.subplots(figsize=(1.5 * means.shape[1] + 2.8, 0.62 * means.shape[0] + 1.6))
-        sns.heatmap(means.astype(float), annot=labels.values, fmt="", cmap=cmap, cbar_kws={"label": cbar},
-                    linewidths=0.5, linecolor="white", ax=ax, annot_kws={"fontsize": 8})
+        sns.heatmap(
+            means.astype(float),
+            annot=labels.values,
+            fmt="",
+            cmap=cmap,
+            cbar_kws={"label": cbar},
+            linewidths=0.5,
+            linecolor="white",
+            ax=ax,
+            annot_kws={"fontsize": 8},
+        )
         ax.set_facecolor("0.85")
         ax.set(xlabel=means.columns.name or "", ylabel=means.index.name or "")
         ax.tick_params(axis="y", rotation=0)
         return self._save(fig, name, title, caption)
 
-    def boxes(self, name: str, title: str, rows: list[tuple[str, list[np.ndarray], list[list[tuple]]]],
-              captions: list[list[str]], caption: str = "") -> Figure | None:
+    def boxes(
+        self,
+        name: str,
+        title: str,
+        rows: list[tuple[str, list[np.ndarray], list[list[tuple]]]],
+        captions: list[list[str]],
+        caption: str = "",
+    ) -> Figure | None:
         """A grid of images with boxes drawn on them: one row per (label, images (H, W, 3) uint8, boxes per image
         as (cx, cy, w, h in image-side units, colour, line style)), each tile titled by `captions[row][col]`."""
         if not self.enabled or not rows or not rows[0][1]:
@@ -290,9 +444,17 @@ class FigureMaker:
                 side_y, side_x = img.shape[:2]
                 ax.imshow(img, interpolation="nearest", extent=(0, side_x, side_y, 0))
                 for cx, cy, w, h, colour, style in boxes[j]:
-                    ax.add_patch(matplotlib.patches.Rectangle(((cx - w / 2) * side_x, (cy - h / 2) * side_y), w * side_x,
-                                                              h * side_y, fill=False, edgecolor=colour, linestyle=style,
-                                                              linewidth=1.6))
+                    ax.add_patch(
+                        matplotlib.patches.Rectangle(
+                            ((cx - w / 2) * side_x, (cy - h / 2) * side_y),
+                            w * side_x,
+                            h * side_y,
+                            fill=False,
+                            edgecolor=colour,
+                            linestyle=style,
+                            linewidth=1.6,
+                        )
+                    )
                 ax.set_xlim(0, side_x)
                 ax.set_ylim(side_y, 0)
                 ax.set_title(captions[i][j], fontsize=6.5)
@@ -330,4 +492,3 @@ def _short(arm: str, arms: list[str]) -> str:
 def _legend_outside(ax, title: str) -> None:
     if ax.get_legend() is not None:
         sns.move_legend(ax, "upper left", bbox_to_anchor=(1.02, 1), title=title.replace("factor.", ""), frameon=False)
-

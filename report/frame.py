@@ -79,6 +79,7 @@ Extras (not columns: a dict passed beside the frame, `extras[study][name]`)
         every optimizer from the same start, each at its own best lr; a diverged path ends early and
         its last loss is None. Surfaces: "quadratic" (0.5 (x^2 + 25 y^2)), "rosenbrock".
 """
+
 from __future__ import annotations
 
 import gzip

@@ -1,12 +1,14 @@
 """Load the runs DataFrame (columns: see report/frame.py) and the study extras (format: report/frame.py,
 "Extras") from an MLflow tracking store."""
+
 from __future__ import annotations
 
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any
 
 import pandas as pd
 from mlflow.tracking import MlflowClient
@@ -31,21 +33,36 @@ def _float(text: str | None) -> float:
         return float("nan")
 
 
-def flatten(record: dict[str, Any], run_id: str, experiment_id: str, tags: dict[str, str], start_time: int,
-            run_name: str = "", ui: str | None = None) -> dict[str, Any]:
+def flatten(
+    record: dict[str, Any],
+    run_id: str,
+    experiment_id: str,
+    tags: dict[str, str],
+    start_time: int,
+    run_name: str = "",
+    ui: str | None = None,
+) -> dict[str, Any]:
     """One DataFrame row from a trial record and its run's tags (columns: report/frame.py)."""
     row = {k: v for k, v in record.items()}
-    row.update({
-        "run_id": run_id, "experiment_id": str(experiment_id), "run_name": run_name,
-        "url": run_url(experiment_id, run_id, ui), "start_time": int(start_time or 0),
-        "study": tags.get("bench.study"), "arm": tags.get("bench.arm"),
-        "seed": int(tags.get("bench.seed", record.get("config.seed", 0))),
-        "stage": tags.get("bench.stage"), "profile": tags.get("bench.profile"),
-        "claims": tags.get("bench.claims", ""),
-        "tuned_lr": _float(tags.get("bench.tuned_lr")), "tune_lr": _float(tags.get("bench.tune_lr")),
-        "git_commit": record.get("git_commit") or tags.get("bench.git_commit"),
-    })
-    row.update({f"factor.{k[len('bench.factor.'):]}": v for k, v in tags.items() if k.startswith("bench.factor.")})
+    row.update(
+        {
+            "run_id": run_id,
+            "experiment_id": str(experiment_id),
+            "run_name": run_name,
+            "url": run_url(experiment_id, run_id, ui),
+            "start_time": int(start_time or 0),
+            "study": tags.get("bench.study"),
+            "arm": tags.get("bench.arm"),
+            "seed": int(tags.get("bench.seed", record.get("config.seed", 0))),
+            "stage": tags.get("bench.stage"),
+            "profile": tags.get("bench.profile"),
+            "claims": tags.get("bench.claims", ""),
+            "tuned_lr": _float(tags.get("bench.tuned_lr")),
+            "tune_lr": _float(tags.get("bench.tune_lr")),
+            "git_commit": record.get("git_commit") or tags.get("bench.git_commit"),
+        }
+    )
+    row.update({f"factor.{k[len('bench.factor.') :]}": v for k, v in tags.items() if k.startswith("bench.factor.")})
     return row
 
 
@@ -68,8 +85,11 @@ def load_runs(tracking_uri: str, study: str | None = None, ui: str | None = None
     into a fresh Optuna storage), final runs keep the newest; tune runs are all kept.
     """
     client = MlflowClient(tracking_uri=tracking_uri)
-    exps = [e for e in client.search_experiments(filter_string="name LIKE 'bench/%'")
-            if e.name != REPORT_EXPERIMENT and (study is None or e.name == f"bench/{study}")]
+    exps = [
+        e
+        for e in client.search_experiments(filter_string="name LIKE 'bench/%'")
+        if e.name != REPORT_EXPERIMENT and (study is None or e.name == f"bench/{study}")
+    ]
     with _no_download_bars():
         rows = _records(client, exps, ui)
     df = pd.DataFrame(rows)
@@ -107,16 +127,26 @@ def _records(client: MlflowClient, exps: list, ui: str | None) -> list[dict[str,
                 with open(path) as f:
                     record = json.load(f)
                 os.remove(path)
-                rows.append(flatten(record, run.info.run_id, run.info.experiment_id, run.data.tags,
-                                    run.info.start_time, run.info.run_name or "", ui))
+                rows.append(
+                    flatten(
+                        record,
+                        run.info.run_id,
+                        run.info.experiment_id,
+                        run.data.tags,
+                        run.info.start_time,
+                        run.info.run_name or "",
+                        ui,
+                    )
+                )
     return rows
 
 
 def _extra_runs(client: MlflowClient, experiment_ids: list[str]):
     token = None
     while True:
-        page = client.search_runs(experiment_ids, "attributes.status = 'FINISHED' and tags.`bench.kind` = 'extra'",
-                                  max_results=1000, page_token=token)
+        page = client.search_runs(
+            experiment_ids, "attributes.status = 'FINISHED' and tags.`bench.kind` = 'extra'", max_results=1000, page_token=token
+        )
         yield from page
         token = page.token
         if not token:
@@ -128,8 +158,11 @@ def load_extras(tracking_uri: str, study: str | None = None, ui: str | None = No
     bench.extra) the newest FINISHED run tagged bench.kind=extra, its artifact `<extra>.json` parsed, plus
     "run_id", "url" and "start_time". A run without its artifact is skipped (an older one may stand in)."""
     client = MlflowClient(tracking_uri=tracking_uri)
-    exps = [e for e in client.search_experiments(filter_string="name LIKE 'bench/%'")
-            if e.name != REPORT_EXPERIMENT and (study is None or e.name == f"bench/{study}")]
+    exps = [
+        e
+        for e in client.search_experiments(filter_string="name LIKE 'bench/%'")
+        if e.name != REPORT_EXPERIMENT and (study is None or e.name == f"bench/{study}")
+    ]
     if not exps:
         return {}
     runs = sorted(_extra_runs(client, [e.experiment_id for e in exps]), key=lambda r: -(r.info.start_time or 0))
@@ -145,7 +178,10 @@ def load_extras(tracking_uri: str, study: str | None = None, ui: str | None = No
                     payload = json.load(f)
             except Exception:  # logging interrupted, or not JSON: nothing to show from this run
                 continue
-            payload.update(run_id=run.info.run_id, url=run_url(run.info.experiment_id, run.info.run_id, ui),
-                           start_time=int(run.info.start_time or 0))
+            payload.update(
+                run_id=run.info.run_id,
+                url=run_url(run.info.experiment_id, run.info.run_id, ui),
+                start_time=int(run.info.start_time or 0),
+            )
             out.setdefault(owner, {})[name] = payload
     return out

@@ -1,10 +1,10 @@
 """What a claim's section holds (renderer-neutral): setup, tables, the tests, the verdict,
 figures and the runs behind every number; plus number formatting shared by all."""
+
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Union
 
 from .stats import Interval
 from .verdict import Part, Verdict
@@ -16,7 +16,7 @@ class Link:
     href: str
 
 
-Cell = Union[str, Link, list]  # a list cell holds Links (e.g. the runs of an arm)
+Cell = str | Link | list  # a list cell holds Links (e.g. the runs of an arm)
 
 
 @dataclass
@@ -65,7 +65,7 @@ def fmt(x: float, digits: int = 3) -> str:
 
 
 def fmt_iv(iv: Interval, scale: float = 1.0, digits: int = 3) -> str:
-    """"mean [lo, hi]" (or "mean (n=1)" without an interval)."""
+    """ "mean [lo, hi]" (or "mean (n=1)" without an interval)."""
     if iv.n == 0:
         return "–"
     m = fmt(iv.mean * scale, digits)

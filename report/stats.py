@@ -1,10 +1,11 @@
 """Interval arithmetic and tests: t intervals over seeds, Welch's and one-sample t-tests with
 their intervals, Holm's correction, Fisher's exact test, rank correlation, time to a target, slopes."""
+
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Sequence
 
 import numpy as np
 from scipy import stats as sps
@@ -74,8 +75,7 @@ def welch(a: Iterable[float], b: Iterable[float], level: float = LEVEL) -> Diff:
     se = math.sqrt(va + vb)
     if se == 0:
         exact = diff != 0
-        return Diff(diff, diff, diff, math.copysign(math.inf, diff) if exact else 0.0, 0.0 if exact else 1.0,
-                    math.inf, n_a, n_b)
+        return Diff(diff, diff, diff, math.copysign(math.inf, diff) if exact else 0.0, 0.0 if exact else 1.0, math.inf, n_a, n_b)
     df = (va + vb) ** 2 / ((va**2 / (n_a - 1) if va else 0) + (vb**2 / (n_b - 1) if vb else 0))
     t = diff / se
     p = float(2 * sps.t.sf(abs(t), df))
@@ -156,8 +156,7 @@ def fisher_less(bad_a: int, n_a: int, bad_b: int, n_b: int) -> float:
     return float(sps.fisher_exact([[bad_a, n_a - bad_a], [bad_b, n_b - bad_b]], alternative="less").pvalue)
 
 
-def interaction(a1: Iterable[float], a0: Iterable[float], b1: Iterable[float], b0: Iterable[float],
-                level: float = LEVEL) -> Diff:
+def interaction(a1: Iterable[float], a0: Iterable[float], b1: Iterable[float], b0: Iterable[float], level: float = LEVEL) -> Diff:
     """(mean a1 − mean a0) − (mean b1 − mean b0) over four independent samples: does the change from
     condition 0 to condition 1 differ between a and b? Welch–Satterthwaite t interval and two-sided p;
     n_a, n_b = the smaller sample of each side. Needs 2+ values in every sample (NaN otherwise)."""
@@ -173,8 +172,7 @@ def interaction(a1: Iterable[float], a0: Iterable[float], b1: Iterable[float], b
     se = math.sqrt(sum(v))
     if se == 0:
         exact = diff != 0
-        return Diff(diff, diff, diff, math.copysign(math.inf, diff) if exact else 0.0, 0.0 if exact else 1.0,
-                    math.inf, n_a, n_b)
+        return Diff(diff, diff, diff, math.copysign(math.inf, diff) if exact else 0.0, 0.0 if exact else 1.0, math.inf, n_a, n_b)
     df = sum(v) ** 2 / sum(vi**2 / (len(x) - 1) for vi, x in zip(v, xs) if vi)
     t = diff / se
     half = float(sps.t.ppf(0.5 + level / 2, df) * se)

@@ -1,6 +1,7 @@
 """The optimizer study's `trajectories` extra (format: report/frame.py, "Extras"): every optimizer on
 2-D surfaces from one start, each at its own best learning rate. Descriptive only: a table of path
 measurements and a CS231n-style figure (contours with paths, loss per step); no verdict rests on it."""
+
 from __future__ import annotations
 
 import math
@@ -30,19 +31,24 @@ def path_stats(opt: dict[str, Any], steps: int) -> dict[str, float]:
     signs = np.sign(dy[np.abs(dy) > 1e-12])
     start = losses[0] if losses else math.nan
     reach = next((i for i, v in enumerate(losses) if math.isfinite(v) and v <= FRACTION * start), math.nan)
-    return {"lr": float(opt.get("lr", math.nan)), "steps": float(len(path) - 1),
-            "diverged": float(len(path) - 1 < steps or not losses or not math.isfinite(losses[-1])),
-            "final loss": finite[-1] if finite else math.nan,
-            "path length": float(np.linalg.norm(np.diff(path, axis=0), axis=1).sum()) if len(path) > 1 else math.nan,
-            "y reversals": float((signs[1:] != signs[:-1]).sum()) if len(signs) > 1 else 0.0,
-            "steps to target": float(reach)}
+    return {
+        "lr": float(opt.get("lr", math.nan)),
+        "steps": float(len(path) - 1),
+        "diverged": float(len(path) - 1 < steps or not losses or not math.isfinite(losses[-1])),
+        "final loss": finite[-1] if finite else math.nan,
+        "path length": float(np.linalg.norm(np.diff(path, axis=0), axis=1).sum()) if len(path) > 1 else math.nan,
+        "y reversals": float((signs[1:] != signs[:-1]).sum()) if len(signs) > 1 else 0.0,
+        "steps to target": float(reach),
+    }
 
 
 def all_stats(traj: dict[str, Any]) -> dict[str, dict[str, dict[str, float]]]:
     """{surface: {optimizer: path_stats}}."""
     steps = int(traj.get("steps", 0))
-    return {s: {o: path_stats(v, steps) for o, v in surf.get("optimizers", {}).items()}
-            for s, surf in traj.get("surfaces", {}).items()}
+    return {
+        s: {o: path_stats(v, steps) for o, v in surf.get("optimizers", {}).items()}
+        for s, surf in traj.get("surfaces", {}).items()
+    }
 
 
 def table(traj: dict[str, Any]) -> Table:
@@ -53,16 +59,38 @@ def table(traj: dict[str, Any]) -> Table:
         sgd = per_opt.get("sgd", {})
         for opt, st in per_opt.items():
             rel = st["path length"] / sgd["path length"] if sgd.get("path length") else math.nan
-            rows.append([surface, opt, f"{st['lr']:.3g}", f"{int(st['steps'])}" + (" (diverged)" if st["diverged"] else ""),
-                         fmt(st["final loss"]), fmt(st["path length"]) + (f" (×{fmt(rel)} sgd)" if opt != "sgd" else ""),
-                         f"{int(st['y reversals'])}", fmt(st["steps to target"]), link])
-    return Table(f"Trajectories on 2-D surfaces ({traj.get('steps', '?')} steps, same start, each optimizer at its "
-                 "own best learning rate) — descriptive, not part of the verdict",
-                 ["surface", "optimizer", "lr", "steps", "final loss", "path length", "y reversals",
-                  f"steps to {FRACTION:g}× start loss", "run (MLflow)"], rows,
-                 "y reversals: how often the step in y changes sign (the zig-zag across the quadratic's steep y "
-                 "axis); path length: sum of the step lengths (a straight line to the minimum is shortest). "
-                 "Learning rates were chosen per optimizer on a grid (lowest final loss), so these are best cases.")
+            rows.append(
+                [
+                    surface,
+                    opt,
+                    f"{st['lr']:.3g}",
+                    f"{int(st['steps'])}" + (" (diverged)" if st["diverged"] else ""),
+                    fmt(st["final loss"]),
+                    fmt(st["path length"]) + (f" (×{fmt(rel)} sgd)" if opt != "sgd" else ""),
+                    f"{int(st['y reversals'])}",
+                    fmt(st["steps to target"]),
+                    link,
+                ]
+            )
+    return Table(
+        f"Trajectories on 2-D surfaces ({traj.get('steps', '?')} steps, same start, each optimizer at its "
+        "own best learning rate) — descriptive, not part of the verdict",
+        [
+            "surface",
+            "optimizer",
+            "lr",
+            "steps",
+            "final loss",
+            "path length",
+            "y reversals",
+            f"steps to {FRACTION:g}× start loss",
+            "run (MLflow)",
+        ],
+        rows,
+        "y reversals: how often the step in y changes sign (the zig-zag across the quadratic's steep y "
+        "axis); path length: sum of the step lengths (a straight line to the minimum is shortest). "
+        "Learning rates were chosen per optimizer on a grid (lowest final loss), so these are best cases.",
+    )
 
 
 def notes(traj: dict[str, Any]) -> str:
@@ -72,18 +100,28 @@ def notes(traj: dict[str, Any]) -> str:
     per = stats.get(surface, {}) if surface else {}
     if "sgd" not in per:
         return "The trajectories extra has no plain-SGD path to compare with."
-    parts = [f"{o} {int(per[o]['y reversals'])} (path {fmt(per[o]['path length'])}, "
-             f"{fmt(per[o]['steps to target'])} steps to {FRACTION:g}× start loss)" for o in ("momentum", "nesterov") if o in per]
+    parts = [
+        f"{o} {int(per[o]['y reversals'])} (path {fmt(per[o]['path length'])}, "
+        f"{fmt(per[o]['steps to target'])} steps to {FRACTION:g}× start loss)"
+        for o in ("momentum", "nesterov")
+        if o in per
+    ]
     sgd = per["sgd"]
     fewer = [o for o in ("momentum", "nesterov") if o in per and per[o]["y reversals"] < sgd["y reversals"]]
-    verdict = ("fewer direction reversals than SGD for " + ", ".join(fewer) + ": consistent with damping"
-               if fewer else "no fewer direction reversals than SGD: the damping is not visible as fewer reversals here")
-    return (f"Oscillation, measured on the 2-D {surface} surface (descriptive; the verdict above rests on the CIFAR-10 "
-            f"runs): y reversals in {int(traj.get('steps', 0))} steps: sgd {int(sgd['y reversals'])} (path "
-            f"{fmt(sgd['path length'])}, {fmt(sgd['steps to target'])} steps to {FRACTION:g}× start loss); "
-            + "; ".join(parts) + f" — {verdict}. Each optimizer runs at the learning rate that is best for it on "
-            "that surface; plain SGD's rate is capped by the steep axis (on the quadratic it diverges above 2/25 = 0.08), "
-            "so its progress along the shallow axis is slow. A longer path means overshoot, not necessarily oscillation.")
+    verdict = (
+        "fewer direction reversals than SGD for " + ", ".join(fewer) + ": consistent with damping"
+        if fewer
+        else "no fewer direction reversals than SGD: the damping is not visible as fewer reversals here"
+    )
+    return (
+        f"Oscillation, measured on the 2-D {surface} surface (descriptive; the verdict above rests on the CIFAR-10 "
+        f"runs): y reversals in {int(traj.get('steps', 0))} steps: sgd {int(sgd['y reversals'])} (path "
+        f"{fmt(sgd['path length'])}, {fmt(sgd['steps to target'])} steps to {FRACTION:g}× start loss); "
+        + "; ".join(parts)
+        + f" — {verdict}. Each optimizer runs at the learning rate that is best for it on "
+        "that surface; plain SGD's rate is capped by the steep axis (on the quadratic it diverges above 2/25 = 0.08), "
+        "so its progress along the shallow axis is slow. A longer path means overshoot, not necessarily oscillation."
+    )
 
 
 def figure(figs: FigureMaker, name: str, traj: dict[str, Any]) -> Figure | None:
@@ -92,8 +130,9 @@ def figure(figs: FigureMaker, name: str, traj: dict[str, Any]) -> Figure | None:
     surfaces = traj.get("surfaces", {})
     if not figs.enabled or not surfaces:
         return None
-    fig, axes = plt.subplots(len(surfaces), 2, figsize=(12.5, 4.6 * len(surfaces)), squeeze=False,
-                             gridspec_kw={"width_ratios": [1.35, 1]})
+    fig, axes = plt.subplots(
+        len(surfaces), 2, figsize=(12.5, 4.6 * len(surfaces)), squeeze=False, gridspec_kw={"width_ratios": [1.35, 1]}
+    )
     opts = list(dict.fromkeys(o for s in surfaces.values() for o in s.get("optimizers", {})))
     colours = dict(zip(opts, sns.color_palette("colorblind", len(opts))))
     for (ax, lax), (sname, surf) in zip(axes, surfaces.items()):
@@ -110,8 +149,15 @@ def figure(figs: FigureMaker, name: str, traj: dict[str, Any]) -> Figure | None:
             path = np.asarray(v.get("path") or [], float).reshape(-1, 2)
             if not len(path):
                 continue
-            ax.plot(path[:, 0], path[:, 1], "-", color=colours[opt], linewidth=1.3, alpha=0.9,
-                    label=f"{opt} (lr {float(v.get('lr', math.nan)):.3g})")
+            ax.plot(
+                path[:, 0],
+                path[:, 1],
+                "-",
+                color=colours[opt],
+                linewidth=1.3,
+                alpha=0.9,
+                label=f"{opt} (lr {float(v.get('lr', math.nan)):.3g})",
+            )
             ax.plot(path[-1, 0], path[-1, 1], "o", color=colours[opt], markersize=6, markeredgecolor="black")
             loss = np.asarray([np.nan if x is None else x for x in v.get("loss") or []], float)
             floor = loss[0] * FLOOR if len(loss) and loss[0] > 0 else 0.0  # the same start: the same floor for all
@@ -123,7 +169,11 @@ def figure(figs: FigureMaker, name: str, traj: dict[str, Any]) -> Figure | None:
         ax.set(title=surf.get("label", sname), xlabel="x", ylabel="y")
         lax.set(title=f"{sname}: loss per step", xlabel="step", ylabel="loss (log)", yscale="log")
         ax.legend(fontsize=7, loc="best", framealpha=0.85)
-    return figs._save(fig, name, "Optimizer trajectories on 2-D surfaces",
-                      "every optimizer from the same start (★) with the same step budget, each at its own best learning "
-                      "rate; ● = where it ends, ✕ = the minimum; contours are log-spaced. A path that leaves the plotted "
-                      "area or diverges ends early.")
+    return figs._save(
+        fig,
+        name,
+        "Optimizer trajectories on 2-D surfaces",
+        "every optimizer from the same start (★) with the same step budget, each at its own best learning "
+        "rate; ● = where it ends, ✕ = the minimum; contours are log-spaced. A path that leaves the plotted "
+        "area or diverges ends early.",
+    )

@@ -1,5 +1,6 @@
 """Verdict rules: a claim is split into parts, each decided by a test (Holm-corrected
 across the claim's parts), an equivalence interval or an exact check; the parts' outcomes give the verdict."""
+
 from __future__ import annotations
 
 import math
@@ -11,11 +12,13 @@ SUPPORTED, PARTLY, CONTRADICTED, INCONCLUSIVE = "supported", "partly supported",
 NOT_MEASURED = "not yet measured"
 MIN_SEEDS = 2  # fewer seeds per arm than this: no interval, no test, inconclusive
 
-RULE = (f"A part holds when its test is significant in the claimed direction after Holm's correction over "
-        f"the claim's parts (p < {ALPHA}), or (equivalence parts) the difference's 95% interval lies within the stated "
-        f"margin, or its exact check passes in every run. Supported: every part holds. "
-        f"Partly supported: some parts hold. Contradicted: no part holds and one is significant the other way. "
-        f"Inconclusive: all parts within noise, or fewer than {MIN_SEEDS} seeds per arm.")
+RULE = (
+    f"A part holds when its test is significant in the claimed direction after Holm's correction over "
+    f"the claim's parts (p < {ALPHA}), or (equivalence parts) the difference's 95% interval lies within the stated "
+    f"margin, or its exact check passes in every run. Supported: every part holds. "
+    f"Partly supported: some parts hold. Contradicted: no part holds and one is significant the other way. "
+    f"Inconclusive: all parts within noise, or fewer than {MIN_SEEDS} seeds per arm."
+)
 
 HOLDS, FAILS, NOISE, FEW = "holds", "fails", "within noise", "too few seeds"
 
@@ -78,15 +81,19 @@ def decide(parts: list[Part], n_seeds: int | None = None) -> tuple[Verdict, list
     if not parts:
         return Verdict(INCONCLUSIVE, "nothing to compare among the runs found", effect=None, n_seeds=n), parts
     if n < MIN_SEEDS or FEW in outcomes:
-        return Verdict(INCONCLUSIVE, f"fewer than {MIN_SEEDS} seeds per arm ({n}): no interval, no test",
-                       effect=head, n_seeds=n), parts
+        return Verdict(
+            INCONCLUSIVE, f"fewer than {MIN_SEEDS} seeds per arm ({n}): no interval, no test", effect=head, n_seeds=n
+        ), parts
     held = [p for p in parts if p.outcome == HOLDS]
     failed = [p for p in parts if p.outcome == FAILS]
     if len(held) == len(parts):
         label, why = SUPPORTED, f"all {len(parts)} part(s) hold"
     elif held:
-        label, why = PARTLY, f"{len(held)} of {len(parts)} parts hold; not: " + "; ".join(
-            f"{p.assertion} ({p.outcome})" for p in parts if p.outcome != HOLDS)
+        label, why = (
+            PARTLY,
+            f"{len(held)} of {len(parts)} parts hold; not: "
+            + "; ".join(f"{p.assertion} ({p.outcome})" for p in parts if p.outcome != HOLDS),
+        )
     elif failed:
         label, why = CONTRADICTED, "no part holds; significant the other way: " + "; ".join(p.assertion for p in failed)
     else:

@@ -11,6 +11,7 @@ report/frame.py, "Extras") go beside it, as extras.json.gz (report.frame.write_e
 
 Takes about 10 minutes on 2 CPU cores; the file stays well under 2 MB.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,8 +28,9 @@ DEFAULT_OUT = ROOT / "tests" / "fixtures" / "runs.json.gz"
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default=str(DEFAULT_OUT), help="output file (.json or .json.gz); the extras go "
-                        "beside it as extras.json.gz")
+    parser.add_argument(
+        "--out", default=str(DEFAULT_OUT), help="output file (.json or .json.gz); the extras go beside it as extras.json.gz"
+    )
     parser.add_argument("--data-dir", default=os.environ.get("BENCH_DATA_DIR"), help="CIFAR-10 folder (default $BENCH_DATA_DIR)")
     parser.add_argument("--seeds", type=int, default=2, help="final runs per arm (2: the fewest that give an interval)")
     parser.add_argument("--epochs", type=int, default=3, help="epochs per trial (3: curves with a shape)")
@@ -36,8 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", help="keep the MLflow/Optuna stores here (default: a temporary folder)")
     args = parser.parse_args(argv)
 
-    from bench.runner import StudyRun
-    from bench.studies import get_study, list_studies
+    from bench.study.files import get_study, list_studies
+    from bench.study.runner import StudyRun
     from report.frame import write_extras, write_runs
     from report.load import load_extras, load_runs
 
@@ -63,8 +65,10 @@ def main(argv: list[str] | None = None) -> int:
     size = Path(args.out).stat().st_size
     print(f"wrote {args.out}: {len(df)} runs, {df.shape[1]} columns, {size / 1e6:.2f} MB")
     if extras:
-        print(f"wrote {extras_out}: {', '.join(f'{s}/{n}' for s, v in extras.items() for n in v)}, "
-              f"{extras_out.stat().st_size / 1e6:.2f} MB")
+        print(
+            f"wrote {extras_out}: {', '.join(f'{s}/{n}' for s, v in extras.items() for n in v)}, "
+            f"{extras_out.stat().st_size / 1e6:.2f} MB"
+        )
     return 0
 
 

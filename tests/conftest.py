@@ -1,4 +1,5 @@
 """Shared fixtures: the real CIFAR-10 copy when present, temporary MLflow/Optuna stores."""
+
 from __future__ import annotations
 
 import os

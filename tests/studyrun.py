@@ -1,4 +1,5 @@
 """Helpers for tests that run whole studies in subprocesses against real stores."""
+
 from __future__ import annotations
 
 import subprocess
@@ -8,14 +9,22 @@ from pathlib import Path
 import optuna
 from mlflow.tracking import MlflowClient
 
-from bench.tracking import experiment_name
+from bench.study.tracking import experiment_name
 
 SMOKE_SECONDS = 300  # generous bound per smoke study on 2 shared CPU cores (under a minute is typical)
 
 
-def run_study(cwd: Path, name: str, *extra: str, env: dict | None = None, timeout: int = SMOKE_SECONDS) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "bench", "study", name, "--profile", "smoke", "--no-progress", *extra],
-                          cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+def run_study(
+    cwd: Path, name: str, *extra: str, env: dict | None = None, timeout: int = SMOKE_SECONDS
+) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "bench", "study", name, "--profile", "smoke", "--no-progress", *extra],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def runs_of(cwd: Path, study: str, uri: str | None = None):
@@ -62,5 +71,3 @@ def finished_trials(cwd: Path, storage_url: str | None = None) -> list:
     except KeyError:
         return []
     return study.get_trials(deepcopy=False)
-
-

@@ -1,14 +1,15 @@
 """Every registered component at tiny size on CPU: forward, backward, shapes, init statistics."""
+
 import math
 
 import pytest
 import torch
 from torch import nn
 
-from bench.components import ACTIVATIONS, INITS, OPTIMIZERS, SCHEDULES, fans
 from bench.config import TrialConfig, make_config
-from bench.diagnostics import distinct_units, linear_collapse_error, probe
-from bench.models import MODELS, Dropout, activation_layers, build_model, weight_layers
+from bench.engine.components import ACTIVATIONS, INITS, OPTIMIZERS, SCHEDULES, fans
+from bench.engine.diagnostics import distinct_units, linear_collapse_error, probe
+from bench.engine.models import MODELS, Dropout, activation_layers, build_model, weight_layers
 
 TINY = {"linear": {}, "mlp": dict(depth=2, width=16), "cnn": dict(width=4), "resnet": dict(depth=8, width=4)}
 
@@ -114,12 +115,12 @@ def test_every_optimizer_reduces_a_quadratic(name):
     w = nn.Parameter(torch.tensor([3.0, -2.0]))
     cfg = make_config({"optimizer": name, "lr": 0.3, "weight_decay": 0.0})
     opt = OPTIMIZERS.get(name)([w], cfg)
-    start = float((w ** 2).sum())
+    start = float((w**2).sum())
     for _ in range(100):
         opt.zero_grad()
-        (w ** 2).sum().backward()
+        (w**2).sum().backward()
         opt.step()
-    assert float((w ** 2).sum()) < 0.5 * start
+    assert float((w**2).sum()) < 0.5 * start
 
 
 def test_schedules():

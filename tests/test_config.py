@@ -1,4 +1,6 @@
 """Config parsing and the CLI's handling of bad input: exit 2, one line, no traceback."""
+
+import dataclasses
 import subprocess
 import sys
 
@@ -23,16 +25,19 @@ def test_types_are_checked():
 
 
 def test_config_is_frozen():
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         TrialConfig().lr = 1.0  # type: ignore[misc]
 
 
-@pytest.mark.parametrize("args, expected", [
-    (["train", "colour=red"], "unknown config key 'colour'; valid keys:"),
-    (["train", "optimizer=lbfgs"], "unknown optimizer 'lbfgs'; valid: sgd, momentum, nesterov, adagrad, rmsprop, adam"),
-    (["train", "lr"], "expected key=value"),
-    (["train", "device=cuda:7", "--data-dir", "/nonexistent"], "CUDA is not available"),
-])
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["train", "colour=red"], "unknown config key 'colour'; valid keys:"),
+        (["train", "optimizer=lbfgs"], "unknown optimizer 'lbfgs'; valid: sgd, momentum, nesterov, adagrad, rmsprop, adam"),
+        (["train", "lr"], "expected key=value"),
+        (["train", "device=cuda:7", "--data-dir", "/nonexistent"], "CUDA is not available"),
+    ],
+)
 def test_cli_bad_input_exits_2_without_traceback(args, expected):
     proc = subprocess.run([sys.executable, "-m", "bench", *args], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2

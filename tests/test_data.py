@@ -1,4 +1,5 @@
 """Tests for bench.data: loading/caching, splits, normalisations, augmentation (CPU only)."""
+
 from __future__ import annotations
 
 import hashlib
@@ -14,14 +15,16 @@ import torch
 from PIL import Image
 
 from bench import data as bd
-from bench.data import (NORMALIZATIONS, Cifar10, DataError, augment, fit_normalizer,
-                        iterate_batches, load_cifar10, make_splits)
+from bench.data import NORMALIZATIONS, Cifar10, DataError, augment, fit_normalizer, iterate_batches, load_cifar10, make_splits
+from bench.data import normalize as bn
+from bench.data import source as bs
 
 CLASSES = bd.CIFAR10_CLASSES
 SHARED = Path(__file__).resolve().parents[2] / "shared/data/cifar10-jpeg"
 
 
 # ------------------------------------------------------------------ tiny data on disk
+
 
 def write_folder(root: Path, n_train: int = 3, n_test: int = 2, seed: int = 0) -> dict:
     """Random 32x32 PNGs (lossless, so pixels can be compared exactly) in ImageFolder layout."""
@@ -91,7 +94,7 @@ def test_cache_is_reused_and_never_written_into_data_dir(folder, tmp_path, monke
     def broken(path, raw):
         raise AssertionError("decoded again although the cache exists")
 
-    monkeypatch.setattr(bd, "_decode_image", broken)
+    monkeypatch.setattr(bs, "_decode_image", broken)
     second = load_cifar10(str(root), cache_dir=str(tmp_path / "c"), download=False)
     assert torch.equal(first.train_x, second.train_x) and second.digest == first.digest
     assert sorted(p for p in root.rglob("*")) == before
@@ -227,6 +230,7 @@ def test_no_data_and_failed_download_names_the_fix(tmp_path, monkeypatch):
 
 # --------------------------------------------------------------- the shared JPEG copy
 
+
 @pytest.fixture(scope="session")
 def shared(tmp_path_factory):
     if not SHARED.is_dir():
@@ -248,11 +252,11 @@ def test_shared_copy_matches_its_manifest_hash(monkeypatch):
     if not SHARED.is_dir():
         pytest.skip(f"shared CIFAR-10 JPEG copy not found at {SHARED}")
     # Run the build's hashing over all 236 MB, skipping only the (slow) decode.
-    monkeypatch.setattr(bd, "_decode_image", lambda path, raw: torch.zeros(3, 32, 32, dtype=torch.uint8))
-    listing = bd._list_image_folder(SHARED)
-    bd._read_image_folder(SHARED, listing, bd.SHARED_JPEG_SHA256)  # raises on mismatch
+    monkeypatch.setattr(bs, "_decode_image", lambda path, raw: torch.zeros(3, 32, 32, dtype=torch.uint8))
+    listing = bs._list_image_folder(SHARED)
+    bs._read_image_folder(SHARED, listing, bd.SHARED_JPEG_SHA256)  # raises on mismatch
     with pytest.raises(DataError, match="does not match"):
-        bd._read_image_folder(SHARED, listing, "f" * 64)
+        bs._read_image_folder(SHARED, listing, "f" * 64)
 
 
 def test_shared_copy_default_splits(shared):
@@ -264,13 +268,16 @@ def test_shared_copy_default_splits(shared):
 
 # ---------------------------------------------------------------------------- splits
 
+
 def fake_data(per_class: int = 30, test_per_class: int = 10) -> Cifar10:
     """Images whose first 4 pixels encode their index, so content identifies them."""
+
     def make(n):
         y = torch.arange(10).repeat_interleave(n)[torch.randperm(10 * n, generator=torch.Generator().manual_seed(5))]
         x = torch.zeros(len(y), 3, 32, 32, dtype=torch.uint8)
         x[:, 0, 0, 0], x[:, 0, 0, 1] = torch.arange(len(y)) // 256, torch.arange(len(y)) % 256
         return x, y
+
     (tx, ty), (sx, sy) = make(per_class), make(test_per_class)
     return Cifar10(tx, ty, sx, sy, CLASSES, "fake", "0" * 16, "/nowhere")
 
@@ -308,19 +315,23 @@ def test_splits_depend_only_on_split_seed():
     assert set(a.train_idx.tolist()) < set(bigger.train_idx.tolist())
 
 
-@pytest.mark.parametrize("kw, msg", [
-    (dict(n_train=260), r"n_train=260 needs 26 images per class but only 25 of class .* left; use n_train <= 250"),
-    (dict(n_train=105), r"multiple of 10"),
-    (dict(n_val=310), r"n_val=310 needs 31 images per class but only 30"),
-    (dict(n_test=110), r"n_test=110 needs 11 images per class but only 10"),
-    (dict(n_val=-10), r"non-negative"),
-])
+@pytest.mark.parametrize(
+    "kw, msg",
+    [
+        (dict(n_train=260), r"n_train=260 needs 26 images per class but only 25 of class .* left; use n_train <= 250"),
+        (dict(n_train=105), r"multiple of 10"),
+        (dict(n_val=310), r"n_val=310 needs 31 images per class but only 30"),
+        (dict(n_test=110), r"n_test=110 needs 11 images per class but only 10"),
+        (dict(n_val=-10), r"non-negative"),
+    ],
+)
 def test_split_errors(kw, msg):
     with pytest.raises(DataError, match=msg):
         make_splits(fake_data(), **{"n_val": 50, **kw})
 
 
 # -------------------------------------------------------------------- normalisations
+
 
 def rand_images(n: int = 300, shape=(3, 8, 8), seed: int = 0) -> torch.Tensor:
     return torch.randint(0, 256, (n, *shape), generator=torch.Generator().manual_seed(seed), dtype=torch.uint8)
@@ -382,7 +393,7 @@ def test_standardize_per_channel_and_fitted_on_train_only():
 
 def test_zca_whitens_and_keeps_image_shape():
     x = correlated_images()
-    f = bd.zca(x, 0, eps=1e-9)  # far below the smallest eigenvalue (~2e-6)
+    f = bn.zca(x, 0, eps=1e-9)  # far below the smallest eigenvalue (~2e-6)
     y = f(x)
     assert y.shape == x.shape and f.out_shape == (3, 2, 2)
     assert torch.allclose(cov(y), torch.eye(12, dtype=torch.float64), atol=2e-3)
@@ -397,7 +408,7 @@ def test_zca_whitens_and_keeps_image_shape():
 
 def test_pca_whiten_identity_covariance():
     x = correlated_images()
-    y = bd.pca_whiten(x, 4, eps=1e-7)(x)
+    y = bn.pca_whiten(x, 4, eps=1e-7)(x)
     assert y.shape == (3000, 4)
     assert torch.allclose(cov(y), torch.eye(4, dtype=torch.float64), atol=2e-3)
 
@@ -418,7 +429,7 @@ def test_pca_decorrelated_sorted_and_fitted_on_train_only():
 
 
 def test_pca_fit_is_deterministic_with_subsampling(monkeypatch):
-    monkeypatch.setattr(bd, "FIT_MAX_IMAGES", 100)
+    monkeypatch.setattr(bn, "FIT_MAX_IMAGES", 100)
     x = rand_images(400)
     a, b = fit_normalizer("zca", x), fit_normalizer("zca", x)
     assert torch.equal(a.matrix, b.matrix) and torch.equal(a.mean, b.mean)
@@ -436,6 +447,7 @@ def test_fit_normalizer_errors():
 
 
 # ----------------------------------------------------------------- augmentation, batches
+
 
 def coords(b: int, size: int = 16) -> torch.Tensor:
     """Images whose channel 0 holds row+1 and channel 1 col+1 (padding reads as 0)."""
@@ -470,7 +482,7 @@ def test_augment_crops_are_windows_of_the_padded_image():
     out = augment(x, torch.Generator().manual_seed(2), pad=3)
     padded = torch.nn.functional.pad(x, (3, 3, 3, 3))
     for i in range(len(x)):
-        windows = [padded[i, :, oy:oy + 12, ox:ox + 12] for oy in range(7) for ox in range(7)]
+        windows = [padded[i, :, oy : oy + 12, ox : ox + 12] for oy in range(7) for ox in range(7)]
         matches = [w for w in windows for cand in (w, w.flip(-1)) if torch.equal(out[i], cand)]
         assert len(matches) == 1, i
 
@@ -504,11 +516,9 @@ def test_iterate_batches():
     assert [b.tolist() for b in ordered] == [[0, 1], [2, 3], [4]]
 
 
-@pytest.mark.parametrize("damage, expected", [
-    ("missing_class", "test/cat is missing"),
-    ("truncated", "0001.png"),
-    ("manifest", "MANIFEST"),
-])
+@pytest.mark.parametrize(
+    "damage, expected", [("missing_class", "test/cat is missing"), ("truncated", "0001.png"), ("manifest", "MANIFEST")]
+)
 def test_cli_bad_data_exits_2_naming_the_problem(folder, tmp_path, damage, expected):
     """The user's view of damaged data: one line naming what is wrong, exit 2, no traceback."""
     root, _ = folder
@@ -522,8 +532,25 @@ def test_cli_bad_data_exits_2_naming_the_problem(folder, tmp_path, damage, expec
     else:
         write_manifest(root, sha="0" * 64)
     env = {**os.environ, "BENCH_CACHE_DIR": str(tmp_path / "cache")}
-    proc = subprocess.run([sys.executable, "-m", "bench", "train", "model=mlp", "n_train=20", "n_val=10", "epochs=1",
-                           "--data-dir", str(root), "--no-progress"], env=env, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench",
+            "train",
+            "model=mlp",
+            "n_train=20",
+            "n_val=10",
+            "epochs=1",
+            "--data-dir",
+            str(root),
+            "--no-progress",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2, proc.stderr
     assert expected in proc.stderr and "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines()[-1].startswith("error: ")

@@ -1,8 +1,9 @@
 """The optimizer-trajectory extra: real registry optimizers on 2-D surfaces."""
+
 import math
 
-from bench.components import OPTIMIZERS
-from bench.extras import SURFACES, descend, trajectories
+from bench.engine.components import OPTIMIZERS
+from bench.study.extras import SURFACES, descend, trajectories
 
 
 def test_descend_reaches_the_quadratic_minimum_and_stops_on_divergence():

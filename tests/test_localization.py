@@ -1,6 +1,7 @@
 """Canvas placement (bench/data.py) and the localization trial (bench/localization.py): a pasted image's
 box matches its pixels, boxes stay on the canvas, sizes stay in range, placements are seeded and the
 evaluation canvases do not depend on the trial; IoU on hand cases; a short run learns boxes."""
+
 from __future__ import annotations
 
 import base64
@@ -14,10 +15,17 @@ import torch.nn.functional as F
 from PIL import Image
 
 from bench.config import ConfigError, make_config
-from bench.data import (CANVAS_ASPECT, CANVAS_GREY, draw_placements, fixed_canvases, paste, place_on_canvas,
-                        placement_boxes, side_range)
-from bench.localization import box_iou, box_loss
-from bench.train import train_trial
+from bench.data.canvas import (
+    CANVAS_ASPECT,
+    CANVAS_GREY,
+    draw_placements,
+    fixed_canvases,
+    place_on_canvas,
+    placement_boxes,
+    side_range,
+)
+from bench.engine.localize import box_iou, box_loss
+from bench.engine.loop import train_trial
 
 CANVAS = 64
 
@@ -40,13 +48,13 @@ def test_pixels_inside_the_box_are_the_resized_image_and_outside_the_background(
     outside_values = []
     for i in range(len(x)):
         x0, y0, w, h = pixel_box(boxes[i])
-        resized = F.interpolate(x[i:i + 1].float(), size=(h, w), mode="bilinear", align_corners=False)[0].round()
-        diff = (canvases[i, :, y0:y0 + h, x0:x0 + w].float() - resized).abs()
+        resized = F.interpolate(x[i : i + 1].float(), size=(h, w), mode="bilinear", align_corners=False)[0].round()
+        diff = (canvases[i, :, y0 : y0 + h, x0 : x0 + w].float() - resized).abs()
         assert diff.max() <= 1, i  # bilinear resize, up to float rounding at .5
         exact += int((diff == 0).sum())
         total += diff.numel()
         outside = torch.ones(CANVAS, CANVAS, dtype=torch.bool)
-        outside[y0:y0 + h, x0:x0 + w] = False
+        outside[y0 : y0 + h, x0 : x0 + w] = False
         values = canvases[i][:, outside]
         if background == "plain":
             assert (values == CANVAS_GREY).all(), i
@@ -114,14 +122,14 @@ def test_box_losses_agree_below_one_std_and_differ_in_the_tails():
 
 
 def test_config_rejects_what_localization_cannot_run():
-    for bad in (dict(model="mlp"), dict(augment=True), dict(canvas=16), dict(box_weight=-1.0),
-                dict(normalization="zca")):
+    for bad in (dict(model="mlp"), dict(augment=True), dict(canvas=16), dict(box_weight=-1.0), dict(normalization="zca")):
         with pytest.raises(ConfigError):
             make_config(dict(task="localize", **bad))
 
 
-TINY = dict(task="localize", model="cnn", width=8, n_val=200, n_test=200, eval_train_size=200, probe_size=64,
-            device="cpu", lr=0.05)
+TINY = dict(
+    task="localize", model="cnn", width=8, n_val=200, n_test=200, eval_train_size=200, probe_size=64, device="cpu", lr=0.05
+)
 
 
 def test_short_run_learns_boxes_and_records_what_the_report_needs(cifar):
@@ -129,16 +137,38 @@ def test_short_run_learns_boxes_and_records_what_the_report_needs(cifar):
     r = train_trial(cfg, progress=False, data=cifar)
     assert r["status"] == "ok"
     json.dumps(r, allow_nan=False)
-    for key in ("test_acc", "val_acc", "train_acc", "test_loss", "test_iou", "val_iou", "train_iou", "test_box_loss",
-                "best_val_acc", "best_val_iou", "test_iou_mean_box", "seconds", "train_seconds", "images_per_s",
-                "n_params", "device", "data_source", "git_commit", "config.box_loss", "config.box_weight"):
+    for key in (
+        "test_acc",
+        "val_acc",
+        "train_acc",
+        "test_loss",
+        "test_iou",
+        "val_iou",
+        "train_iou",
+        "test_box_loss",
+        "best_val_acc",
+        "best_val_iou",
+        "test_iou_mean_box",
+        "seconds",
+        "train_seconds",
+        "images_per_s",
+        "n_params",
+        "device",
+        "data_source",
+        "git_commit",
+        "config.box_loss",
+        "config.box_weight",
+    ):
         assert r[key] is not None, key
     for key in ("epoch", "val_acc", "test_acc", "test_iou", "val_iou", "train_box_loss", "A01.act_std"):
         assert len(r[f"history.{key}"]) == 3, key  # epoch 0 = at initialisation
     assert len(r["history.train_box_loss_running"]) == 2
     box = r["history.train_box_loss"]
     assert box[-1] < 0.6 * box[0], box  # the box head learns
-    assert r["test_iou"] > r["history.test_iou"][0] + 0.1 and r["test_iou"] > r["test_iou_mean_box"], (r["history.test_iou"], r["test_iou_mean_box"])
+    assert r["test_iou"] > r["history.test_iou"][0] + 0.1 and r["test_iou"] > r["test_iou_mean_box"], (
+        r["history.test_iou"],
+        r["test_iou_mean_box"],
+    )
     assert 0.2 < r["test_iou_mean_box"] < 0.5  # a centred mid-size box overlaps most placements partly
     assert r["n_test_used"] == 200 and r["config.task"] == "localize"
     png = Image.open(io.BytesIO(base64.b64decode(r["samples.png"])))
@@ -149,8 +179,8 @@ def test_short_run_learns_boxes_and_records_what_the_report_needs(cifar):
     strip = np.asarray(png)
     for i, b in enumerate(r["samples.true_box"]):
         x0, y0, w, h = pixel_box(torch.tensor(b))
-        tile = strip[:, i * 64:(i + 1) * 64].copy()
-        tile[y0:y0 + h, x0:x0 + w] = CANVAS_GREY
+        tile = strip[:, i * 64 : (i + 1) * 64].copy()
+        tile[y0 : y0 + h, x0 : x0 + w] = CANVAS_GREY
         assert (tile == CANVAS_GREY).all(), i
 
     other = train_trial(make_config({"seed": 1, "n_train": 200, "epochs": 1}, base=cfg), progress=False, data=cifar)

@@ -1,6 +1,7 @@
-"""Packed trials (bench.train.train_packed): each follows the curve it follows alone, BatchNorm
+"""Packed trials (bench.engine.loop.train_packed): each follows the curve it follows alone, BatchNorm
 running statistics included; dropout masks are independent per trial; a diverging trial leaves the
 pack without disturbing the others; the runner packs trials and still finishes each exactly once."""
+
 from __future__ import annotations
 
 import math
@@ -16,8 +17,9 @@ import torch
 from torch import nn
 
 from bench.config import make_config
-from bench.models import Dropout
-from bench.train import _Pack, pack_key, train_packed, train_trial
+from bench.engine.loop import _Pack, pack_key, train_packed, train_trial
+from bench.engine.models import Dropout
+
 from studyrun import SLOW_STUDY, finished_trials, runs_of
 
 BASE = dict(n_train=300, n_val=100, n_test=100, epochs=2, eval_train_size=100, probe_size=32, batch_size=64, device="cpu")
@@ -35,12 +37,20 @@ def _close(alone: dict, packed: dict) -> None:
         assert all(math.isclose(x, y, **tol) for x, y in zip(a, p)), (key, a, p)
 
 
-@pytest.mark.parametrize("model", [{"model": "cnn", "width": 8}, {"model": "resnet", "depth": 8, "width": 4},
-                                   {"model": "mlp", "depth": 2, "width": 64, "batchnorm": False}])
+@pytest.mark.parametrize(
+    "model",
+    [
+        {"model": "cnn", "width": 8},
+        {"model": "resnet", "depth": 8, "width": 4},
+        {"model": "mlp", "depth": 2, "width": 64, "batchnorm": False},
+    ],
+)
 def test_packed_trials_follow_their_lone_curves(cifar, model):
-    cfgs = [make_config({**BASE, **model, "seed": 0, "lr": 0.05}),
-            make_config({**BASE, **model, "seed": 1, "lr": 0.01, "optimizer": "adam", "init": "he"}),
-            make_config({**BASE, **model, "seed": 2, "lr": 0.1, "optimizer": "sgd", "augment": True, "input_noise": 0.1})]
+    cfgs = [
+        make_config({**BASE, **model, "seed": 0, "lr": 0.05}),
+        make_config({**BASE, **model, "seed": 1, "lr": 0.01, "optimizer": "adam", "init": "he"}),
+        make_config({**BASE, **model, "seed": 2, "lr": 0.1, "optimizer": "sgd", "augment": True, "input_noise": 0.1}),
+    ]
     alone = [train_trial(c, progress=False, data=cifar) for c in cfgs]
     packed = train_packed(cfgs, progress=False, data=cifar)
     for a, p in zip(alone, packed):
@@ -52,7 +62,7 @@ def test_packed_trials_follow_their_lone_curves(cifar, model):
 
 def test_packed_batchnorm_buffers_are_each_trials_own(cifar):
     cfgs = [make_config({**BASE, "model": "cnn", "width": 8, "seed": s, "lr": lr}) for s, lr in ((0, 0.05), (1, 0.2))]
-    from bench.train import Trial, resolve_device
+    from bench.engine.loop import Trial, resolve_device
 
     trials = [Trial(c, None, cifar, resolve_device("cpu")) for c in cfgs]
     pack = _Pack([t.model for t in trials])
@@ -84,14 +94,38 @@ def test_packed_dropout_masks_are_independent_and_scaled():
 
 
 def test_a_diverging_trial_leaves_the_pack_and_the_others_go_on(cifar):
-    cfgs = [make_config({**BASE, "model": "mlp", "depth": 2, "width": 64, "batchnorm": False, "seed": 0, "lr": 0.05,
-                         "epochs": 3}),
-            make_config({**BASE, "model": "mlp", "depth": 2, "width": 64, "batchnorm": False, "seed": 1, "lr": 1e6,
-                         "optimizer": "sgd", "epochs": 3, "normalization": "raw"})]
+    cfgs = [
+        make_config({**BASE, "model": "mlp", "depth": 2, "width": 64, "batchnorm": False, "seed": 0, "lr": 0.05, "epochs": 3}),
+        make_config(
+            {
+                **BASE,
+                "model": "mlp",
+                "depth": 2,
+                "width": 64,
+                "batchnorm": False,
+                "seed": 1,
+                "lr": 1e6,
+                "optimizer": "sgd",
+                "epochs": 3,
+                "normalization": "raw",
+            }
+        ),
+    ]
     with pytest.raises(ValueError, match="share every config field"):  # normalization differs: not one architecture
         train_packed(cfgs, progress=False, data=None)
-    cfgs[1] = make_config({**BASE, "model": "mlp", "depth": 2, "width": 64, "batchnorm": False, "seed": 1, "lr": 1e6,
-                           "optimizer": "sgd", "epochs": 3})
+    cfgs[1] = make_config(
+        {
+            **BASE,
+            "model": "mlp",
+            "depth": 2,
+            "width": 64,
+            "batchnorm": False,
+            "seed": 1,
+            "lr": 1e6,
+            "optimizer": "sgd",
+            "epochs": 3,
+        }
+    )
     alone = train_trial(cfgs[0], progress=False, data=cifar)
     packed = train_packed(cfgs, progress=False, data=cifar)
     assert packed[1]["status"] == "diverged" and packed[1]["test_acc"] is None
@@ -139,20 +173,40 @@ seeds = 3
 """
 
 
+@pytest.mark.slow
 def test_runner_packs_tuning_and_final_trials(tmp_path, data_dir):
     (tmp_path / "studies").mkdir()
     (tmp_path / "studies" / "packs.toml").write_text(PACK_STUDY)
     env = {**os.environ, "BENCH_STUDIES_DIR": str(tmp_path / "studies")}
-    proc = subprocess.run([sys.executable, "-m", "bench", "study", "packs", "--profile", "smoke", "--no-progress",
-                           "--data-dir", data_dir, "--pack", "4"], cwd=tmp_path, env=env, capture_output=True, text=True,
-                          timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench",
+            "study",
+            "packs",
+            "--profile",
+            "smoke",
+            "--no-progress",
+            "--data-dir",
+            data_dir,
+            "--pack",
+            "4",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     _, runs = runs_of(tmp_path, "packs")
     children = [r for r in runs if r.data.tags.get("bench.stage")]
     finals = [r for r in children if r.data.tags["bench.stage"] == "final"]
     tunes = [r for r in children if r.data.tags["bench.stage"] == "tune"]
-    assert Counter((r.data.tags["bench.arm"], r.data.tags["bench.seed"]) for r in finals) == \
-        Counter({(a, s): 1 for a in ("sgd", "adam") for s in ("0", "1")})
+    assert Counter((r.data.tags["bench.arm"], r.data.tags["bench.seed"]) for r in finals) == Counter(
+        {(a, s): 1 for a in ("sgd", "adam") for s in ("0", "1")}
+    )
     assert len(tunes) == 6 and all(r.info.status == "FINISHED" for r in children)
     # the final stage packs up to 4 trials: all four (arm, seed) share one architecture
     assert {r.data.tags.get("bench.packed") for r in finals} == {"4"}
@@ -161,13 +215,32 @@ def test_runner_packs_tuning_and_final_trials(tmp_path, data_dir):
     for arm in ("sgd", "adam"):
         lrs = [r.data.tags["bench.tune_lr"] for r in tunes if r.data.tags["bench.arm"] == arm]
         assert len(set(lrs)) == 3
-    proc = subprocess.run([sys.executable, "-m", "bench", "study", "packs", "--profile", "smoke", "--no-progress",
-                           "--data-dir", data_dir, "--pack", "4"], cwd=tmp_path, env=env, capture_output=True, text=True,
-                          timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench",
+            "study",
+            "packs",
+            "--profile",
+            "smoke",
+            "--no-progress",
+            "--data-dir",
+            data_dir,
+            "--pack",
+            "4",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0 and "is complete" in proc.stdout
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL])
+@pytest.mark.slow
 def test_interrupted_packed_study_reruns_every_claimed_trial(tmp_path, data_dir, sig):
     """--pack 4 over 2 arms x 3 seeds claims trials of both arms at once (two packs): an interrupt
     in the first leaves no claimed trial RUNNING for good; the rerun finishes each exactly once."""
@@ -176,11 +249,19 @@ def test_interrupted_packed_study_reruns_every_claimed_trial(tmp_path, data_dir,
     (studies / "slow.toml").write_text(SLOW_STUDY)
     env = {**os.environ, "BENCH_STUDIES_DIR": str(studies), "BENCH_DATA_DIR": data_dir}
     cmd = [sys.executable, "-m", "bench", "study", "slow", "--profile", "smoke", "--no-progress", "--pack", "4"]
-    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    proc = subprocess.Popen(
+        cmd,
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     deadline = time.time() + 180
-    while time.time() < deadline and not [t for t in finished_trials(tmp_path) if t.state.name == "RUNNING"
-                                          and "mlflow_run_id" in t.user_attrs]:
+    while time.time() < deadline and not [
+        t for t in finished_trials(tmp_path) if t.state.name == "RUNNING" and "mlflow_run_id" in t.user_attrs
+    ]:
         time.sleep(0.05)
     time.sleep(0.5)
     proc.send_signal(sig)

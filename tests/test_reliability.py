@@ -1,5 +1,6 @@
 """Fault injection and scale-out: several workers, out-of-memory retry, unreachable stores,
 and a cluster-style run (PostgreSQL for Optuna, an `mlflow server` on 127.0.0.1)."""
+
 from __future__ import annotations
 
 import os
@@ -13,9 +14,12 @@ from collections import Counter
 import pytest
 import torch
 
-from bench import runner
-from bench.studies import load_study
+from bench.study import runner
+from bench.study.files import load_study
+
 from studyrun import SLOW_STUDY, finished_trials, run_study, runs_of
+
+pytestmark = pytest.mark.slow  # whole studies, subprocesses or servers
 
 EXPECTED = Counter({(arm, seed): 1 for arm in ("p0.0", "p0.5") for seed in range(3)})
 
@@ -34,7 +38,10 @@ def assert_each_trial_once(tmp_path, storage_url=None, uri=None):
     assert not [t for t in trials if t.state.name in ("RUNNING", "WAITING")]
     _, runs = runs_of(tmp_path, "slow", uri)
     finals = [r for r in runs if r.data.tags.get("bench.stage") == "final"]
-    assert Counter((r.data.tags["bench.arm"], int(r.data.tags["bench.seed"])) for r in finals if r.info.status == "FINISHED") == EXPECTED
+    assert (
+        Counter((r.data.tags["bench.arm"], int(r.data.tags["bench.seed"])) for r in finals if r.info.status == "FINISHED")
+        == EXPECTED
+    )
     assert not [r for r in runs if r.info.status == "RUNNING"]
     return trials, runs
 
@@ -53,7 +60,9 @@ def test_workers_flag_shares_trials_exactly_once(tmp_path, data_dir):
 def test_two_processes_started_by_hand_share_the_study(tmp_path, data_dir):
     env = slow_env(tmp_path, data_dir)
     cmd = [sys.executable, "-m", "bench", "study", "slow", "--profile", "smoke", "--no-progress", "--threads", "1"]
-    procs = [subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    procs = [
+        subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)
+    ]
     outs = [p.communicate(timeout=300) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outs
     trials, _ = assert_each_trial_once(tmp_path)
@@ -62,7 +71,9 @@ def test_two_processes_started_by_hand_share_the_study(tmp_path, data_dir):
 
 @pytest.mark.parametrize("allowed", [True, False])
 def test_out_of_memory_fails_the_run_and_retries_at_half_batch(tmp_path, data_dir, monkeypatch, allowed):
-    text = SLOW_STUDY.replace('name = "slow"', f'name = "slow"\noom_retry = {str(allowed).lower()}').replace("seeds = 3", "seeds = 1")
+    text = SLOW_STUDY.replace('name = "slow"', f'name = "slow"\noom_retry = {str(allowed).lower()}').replace(
+        "seeds = 3", "seeds = 1"
+    )
     path = tmp_path / "slow.toml"
     path.write_text(text)
     real = runner.train_trial
@@ -92,8 +103,10 @@ def test_out_of_memory_fails_the_run_and_retries_at_half_batch(tmp_path, data_di
 
 def test_unreachable_stores_fail_before_training(tmp_path, data_dir):
     env = slow_env(tmp_path, data_dir)
-    for extra, expected in [(["--tracking-uri", "http://127.0.0.1:9"], "cannot reach the MLflow tracking server"),
-                            (["--storage", "postgresql://bench:hunter2@127.0.0.1:9/nodb"], "cannot open Optuna storage")]:
+    for extra, expected in [
+        (["--tracking-uri", "http://127.0.0.1:9"], "cannot reach the MLflow tracking server"),
+        (["--storage", "postgresql://bench:hunter2@127.0.0.1:9/nodb"], "cannot open Optuna storage"),
+    ]:
         proc = run_study(tmp_path, "slow", *extra, env=env, timeout=120)
         assert proc.returncode == 2 and expected in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
         assert "hunter2" not in proc.stdout + proc.stderr
@@ -132,9 +145,26 @@ def postgres_dbs():
 def test_cluster_postgres_storage_and_mlflow_server_two_workers(tmp_path, data_dir, postgres_dbs):
     optuna_url, mlflow_db = postgres_dbs
     port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-                               "--backend-store-uri", mlflow_db, "--default-artifact-root", str(tmp_path / "artifacts"),
-                               "--workers", "1"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--backend-store-uri",
+            mlflow_db,
+            "--default-artifact-root",
+            str(tmp_path / "artifacts"),
+            "--workers",
+            "1",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     uri = f"http://127.0.0.1:{port}"
     try:
         deadline = time.time() + 120
@@ -145,9 +175,26 @@ def test_cluster_postgres_storage_and_mlflow_server_two_workers(tmp_path, data_d
             except OSError:
                 time.sleep(0.5)
         env = slow_env(tmp_path, data_dir)
-        cmd = [sys.executable, "-m", "bench", "study", "slow", "--profile", "smoke", "--no-progress", "--threads", "1",
-               "--storage", optuna_url, "--tracking-uri", uri]
-        procs = [subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "bench",
+            "study",
+            "slow",
+            "--profile",
+            "smoke",
+            "--no-progress",
+            "--threads",
+            "1",
+            "--storage",
+            optuna_url,
+            "--tracking-uri",
+            uri,
+        ]
+        procs = [
+            subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for _ in range(2)
+        ]
         outs = [p.communicate(timeout=400) for p in procs]
         assert [p.returncode for p in procs] == [0, 0], outs
         trials, runs = assert_each_trial_once(tmp_path, optuna_url, uri)

@@ -1,5 +1,6 @@
 """The report on the committed fixtures (tests/fixtures/runs.json.gz and extras.json.gz, made by
 scripts/make_report_fixture.py from real smoke runs): tables, sections, links, figures, verdicts."""
+
 from __future__ import annotations
 
 import math
@@ -22,8 +23,18 @@ from report.verdict import INCONCLUSIVE, NOT_MEASURED, PARTLY, SUPPORTED
 
 FIXTURE = Path(__file__).parent / "fixtures" / "runs.json.gz"
 EXTRAS = FIXTURE.with_name("extras.json.gz")
-CORE = {"init", "activation", "optimizer", "dropout", "batchnorm", "resnet-depth", "normalization", "pca", "lr-schedule",
-        "activation-noise"}
+CORE = {
+    "init",
+    "activation",
+    "optimizer",
+    "dropout",
+    "batchnorm",
+    "resnet-depth",
+    "normalization",
+    "pca",
+    "lr-schedule",
+    "activation-noise",
+}
 NEW = {"input-normalization": "norm-", "pca": "pca-", "learning-rate": "lr-", "leaky-vs-elu-noise": "noise-"}
 VERDICTS = {"supported", "partly supported", "contradicted", "inconclusive", NOT_MEASURED}
 
@@ -65,7 +76,7 @@ def test_every_column_is_documented_in_the_frame_docstring(runs):
 def test_every_claim_has_a_section_and_a_summary_row(built):
     _, sections, html = built
     assert [s.claim_id for s in sections] == list(CLAIMS)
-    summary = html[html.index('id="summary"'):html.index("</table>", html.index('id="summary"'))]
+    summary = html[html.index('id="summary"') : html.index("</table>", html.index('id="summary"'))]
     assert summary.count("<tr>") == len(CLAIMS) + 1  # header + one row per claim
     for cid in CLAIMS:
         assert f'id="claim-{cid}"' in html and f'href="#claim-{cid}"' in summary
@@ -150,7 +161,9 @@ def test_input_pca_schedule_and_noise_sections_have_tables_tests_and_figures(bui
         figs = [f.file for f in sec.figures]
         assert figs and all(f.startswith(f"figures/{prefix}") and (out / f).exists() for f in figs), (cid, figs)
     lr = by_id["learning-rate"]
-    assert any(f.file == "figures/lr-classic.png" for f in lr.figures) and any(f.file == "figures/lr-heatmap.png" for f in lr.figures)
+    assert any(f.file == "figures/lr-classic.png" for f in lr.figures) and any(
+        f.file == "figures/lr-heatmap.png" for f in lr.figures
+    )
 
 
 def test_momentum_shows_the_trajectories_extra_when_the_fixture_has_it(built):
@@ -196,8 +209,10 @@ def test_diverged_runs_are_counted_in_the_section(runs):
 
 
 def test_report_code_never_imports_torch():
-    code = ("import sys, report.build, report.analyses, report.render, report.load\n"
-            "from report.analyses import build_sections\nfrom report.figures import FigureMaker\n"
-            f"from report.frame import read_runs\nbuild_sections(read_runs({str(FIXTURE)!r}), FigureMaker(None))\n"
-            "assert 'torch' not in sys.modules, 'report imported torch'")
+    code = (
+        "import sys, report.build, report.analyses, report.render, report.load\n"
+        "from report.analyses import build_sections\nfrom report.figures import FigureMaker\n"
+        f"from report.frame import read_runs\nbuild_sections(read_runs({str(FIXTURE)!r}), FigureMaker(None))\n"
+        "assert 'torch' not in sys.modules, 'report imported torch'"
+    )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=300)

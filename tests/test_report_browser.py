@@ -1,5 +1,6 @@
 """The report as a browser shows it: headless Chromium opens index.html from disk, the page's own
 check script confirms every figure loaded and the summary table is visible; a screenshot is taken."""
+
 from __future__ import annotations
 
 import re
@@ -15,17 +16,28 @@ from report.frame import read_runs
 FIXTURE = Path(__file__).parent / "fixtures" / "runs.json.gz"
 CANDIDATES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 CHROMIUM = next((p for p in (shutil.which(c) for c in CANDIDATES) if p), None)
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="headless Chromium not installed here "
-                                "(apt-get install -y chromium); CI installs it")
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        CHROMIUM is None, reason="headless Chromium not installed here (apt-get install -y chromium); CI installs it"
+    ),
+]
 
 
 def chromium(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
     profile = tmp_path / "chromium-profile"
-    return subprocess.run([CHROMIUM, *FLAGS, f"--user-data-dir={profile}", *args], capture_output=True, text=True,
-                          timeout=180)
+    return subprocess.run([CHROMIUM, *FLAGS, f"--user-data-dir={profile}", *args], capture_output=True, text=True, timeout=180)
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,7 @@
 """The analyses of input-normalization, pca, learning-rate and leaky-vs-elu-noise, and the optimizer
 trajectories extra, on constructed runs frames (no torch, no MLflow): a clear effect is supported, no
 effect is inconclusive, one seed is inconclusive, diverged runs are counted."""
+
 from __future__ import annotations
 
 import math
@@ -20,8 +21,18 @@ EPOCHS = 4
 rng = np.random.default_rng(0)
 
 
-def trial(study: str, factors: dict[str, str], seed: int, acc: float, *, config: dict | None = None,
-          status: str = "ok", per_epoch: float = 1.0, loss: float = 1.5, early: float | None = None) -> dict:
+def trial(
+    study: str,
+    factors: dict[str, str],
+    seed: int,
+    acc: float,
+    *,
+    config: dict | None = None,
+    status: str = "ok",
+    per_epoch: float = 1.0,
+    loss: float = 1.5,
+    early: float | None = None,
+) -> dict:
     """One final run as the frame holds it (report/frame.py): validation accuracy climbs from chance to `acc`
     (reaching `early` after epoch 1 when given), training loss falls to `loss`, `per_epoch` seconds each epoch."""
     arm = "+".join(factors.values())
@@ -30,17 +41,45 @@ def trial(study: str, factors: dict[str, str], seed: int, acc: float, *, config:
     curve = [0.1 + (acc - 0.1) * min(1.0, e / 2) for e in ep]
     if early is not None:
         curve[1] = early
-    row = {"run_id": rid, "experiment_id": "1", "run_name": f"final {arm} seed={seed}",
-           "url": f"http://127.0.0.1:5000/#/experiments/1/runs/{rid}", "start_time": seed, "study": study, "arm": arm,
-           "seed": seed, "stage": "final", "profile": "quick", "claims": "", "status": status,
-           "data_source": "constructed", "device": "cpu", "git_commit": "test", "n_params": 1000,
-           "config.epochs": EPOCHS, "history.epoch": ep, "history.seconds": [e * per_epoch for e in ep],
-           "history.val_acc": curve, "history.train_loss": [2.3 - (2.3 - loss) * e / EPOCHS for e in ep],
-           "history.lr": [0.1] * len(ep), "train_seconds": EPOCHS * per_epoch, "epochs_run": EPOCHS,
-           **{f"factor.{k}": v for k, v in factors.items()}, **{f"config.{k}": v for k, v in (config or {}).items()}}
+    row = {
+        "run_id": rid,
+        "experiment_id": "1",
+        "run_name": f"final {arm} seed={seed}",
+        "url": f"http://127.0.0.1:5000/#/experiments/1/runs/{rid}",
+        "start_time": seed,
+        "study": study,
+        "arm": arm,
+        "seed": seed,
+        "stage": "final",
+        "profile": "quick",
+        "claims": "",
+        "status": status,
+        "data_source": "constructed",
+        "device": "cpu",
+        "git_commit": "test",
+        "n_params": 1000,
+        "config.epochs": EPOCHS,
+        "history.epoch": ep,
+        "history.seconds": [e * per_epoch for e in ep],
+        "history.val_acc": curve,
+        "history.train_loss": [2.3 - (2.3 - loss) * e / EPOCHS for e in ep],
+        "history.lr": [0.1] * len(ep),
+        "train_seconds": EPOCHS * per_epoch,
+        "epochs_run": EPOCHS,
+        **{f"factor.{k}": v for k, v in factors.items()},
+        **{f"config.{k}": v for k, v in (config or {}).items()},
+    }
     if status == "diverged":
-        row.update({"diverged_epoch": 1, "epochs_run": 1, "history.epoch": [0], "history.seconds": [0.0],
-                    "history.val_acc": [0.1], "history.train_loss": [2.3]})
+        row.update(
+            {
+                "diverged_epoch": 1,
+                "epochs_run": 1,
+                "history.epoch": [0],
+                "history.seconds": [0.0],
+                "history.val_acc": [0.1],
+                "history.train_loss": [2.3],
+            }
+        )
     else:
         row.update({"test_acc": acc, "val_acc": acc, "train_acc": acc + 0.05, "train_loss": loss})
     return row
@@ -65,8 +104,16 @@ def norm_runs(seeds: int, effect: bool) -> list[dict]:
             for s in range(seeds):
                 bad = lr == 1.0 or (effect and norm == "raw")
                 acc = 0.45 if lr == 0.01 else 0.35
-                rows.append(trial("normalization", {"normalization": norm, "lr": lv}, s, jitter(acc),
-                                  config={"lr": lr, "normalization": norm}, status="diverged" if bad else "ok"))
+                rows.append(
+                    trial(
+                        "normalization",
+                        {"normalization": norm, "lr": lv},
+                        s,
+                        jitter(acc),
+                        config={"lr": lr, "normalization": norm},
+                        status="diverged" if bad else "ok",
+                    )
+                )
     return rows
 
 
@@ -90,14 +137,28 @@ def test_input_normalization_without_effect_or_with_one_seed_is_inconclusive():
 # ------------------------------------------------------------------ pca
 def pca_runs(seeds: int, lose: float = 0.0) -> list[dict]:
     rows = []
-    arms = {"pca-32": ("pca", 32), "pca-256": ("pca", 256), "pca-3072": ("pca", 3072),
-            "pca_whiten-256": ("pca_whiten", 256), "zca": ("zca", 0), "standardize": ("standardize", 0)}
+    arms = {
+        "pca-32": ("pca", 32),
+        "pca-256": ("pca", 256),
+        "pca-3072": ("pca", 3072),
+        "pca_whiten-256": ("pca_whiten", 256),
+        "zca": ("zca", 0),
+        "standardize": ("standardize", 0),
+    }
     for arm, (kind, k) in arms.items():
         for s in range(seeds):
             cost = 0.2 + k / 1000 if kind == "pca" else 1.5  # seconds per epoch
             acc = 0.50 - (lose if k == 32 else 0.0)
-            rows.append(trial("pca", {"transform": arm}, s, jitter(acc, 0.002), per_epoch=jitter(cost, 0.01),
-                              config={"normalization": kind, "pca_k": k, "lr": 0.01}))
+            rows.append(
+                trial(
+                    "pca",
+                    {"transform": arm},
+                    s,
+                    jitter(acc, 0.002),
+                    per_epoch=jitter(cost, 0.01),
+                    config={"normalization": kind, "pca_k": k, "lr": 0.01},
+                )
+            )
     return rows
 
 
@@ -131,14 +192,31 @@ def lr_runs(seeds: int, effect: bool) -> list[dict]:
         for sched in ("constant", "step", "cosine"):
             for s in range(seeds):
                 if lr == 1.0:
-                    rows.append(trial("lr-schedule", {"lr": lv, "schedule": sched}, s, 0.1, status="diverged",
-                                      config={"lr": lr, "schedule": sched}))
+                    rows.append(
+                        trial(
+                            "lr-schedule",
+                            {"lr": lv, "schedule": sched},
+                            s,
+                            0.1,
+                            status="diverged",
+                            config={"lr": lr, "schedule": sched},
+                        )
+                    )
                     continue
                 acc, loss, early = {1e-4: (0.2, 2.2, 0.12), 1e-2: (0.40, 1.6, 0.25), 0.1: (0.45, 1.2, 0.32)}[lr]
                 if effect and sched != "constant" and lr == 0.1:
                     acc, loss = 0.52, 0.8
-                rows.append(trial("lr-schedule", {"lr": lv, "schedule": sched}, s, jitter(acc), loss=jitter(loss, 0.02),
-                                  early=jitter(early), config={"lr": lr, "schedule": sched}))
+                rows.append(
+                    trial(
+                        "lr-schedule",
+                        {"lr": lv, "schedule": sched},
+                        s,
+                        jitter(acc),
+                        loss=jitter(loss, 0.02),
+                        early=jitter(early),
+                        config={"lr": lr, "schedule": sched},
+                    )
+                )
     return rows
 
 
@@ -166,13 +244,21 @@ def noise_runs(seeds: int, elu_drop: float, leaky_drop: float) -> list[dict]:
         for arm, (train, test) in NOISE.items():
             for s in range(seeds):
                 acc = 0.50 - drop * test
-                rows.append(trial("activation-noise", {"activation": act, "noise": arm}, s, jitter(acc),
-                                  config={"activation": act, "input_noise": train, "test_noise": test}))
+                rows.append(
+                    trial(
+                        "activation-noise",
+                        {"activation": act, "noise": arm},
+                        s,
+                        jitter(acc),
+                        config={"activation": act, "input_noise": train, "test_noise": test},
+                    )
+                )
     return rows
 
 
-@pytest.mark.parametrize("elu_drop, leaky_drop, label", [(0.02, 0.20, SUPPORTED), (0.10, 0.10, INCONCLUSIVE),
-                                                         (0.20, 0.02, CONTRADICTED)])
+@pytest.mark.parametrize(
+    "elu_drop, leaky_drop, label", [(0.02, 0.20, SUPPORTED), (0.10, 0.10, INCONCLUSIVE), (0.20, 0.02, CONTRADICTED)]
+)
 def test_leaky_vs_elu_noise_verdict_follows_the_difference_of_drops(elu_drop, leaky_drop, label):
     sec = section(noise_runs(3, elu_drop, leaky_drop), "leaky-vs-elu-noise")
     assert sec.verdict.label == label, sec.verdict.reason
@@ -198,23 +284,35 @@ def synthetic_trajectories() -> dict:
     """Two surfaces; on the quadratic SGD zig-zags in y, momentum does not."""
     f = lambda x, y: 0.5 * (x * x + 25 * y * y)  # noqa: E731
     sgd = [[-9.0 + 0.09 * i, 1.5 * (-0.8) ** i] for i in range(101)]
-    mom = [[-9.0 + 0.09 * i, 1.5 * 0.9 ** i] for i in range(101)]
+    mom = [[-9.0 + 0.09 * i, 1.5 * 0.9**i] for i in range(101)]
     grid = np.linspace(-2, 2, 12)
-    surf = lambda paths: {"label": "ill-conditioned quadratic 0.5*(x^2 + 25 y^2)", "start": [-9.0, 1.5],  # noqa: E731
-                          "minimum": [0.0, 0.0], "grid": {"x": list(grid * 5), "y": list(grid),
-                                                          "z": [[f(x, y) for x in grid * 5] for y in grid]},
-                          "optimizers": {o: {"lr": lr, "path": p, "loss": [f(*q) for q in p]} for o, (lr, p) in paths.items()}}
+    surf = lambda paths: {
+        "label": "ill-conditioned quadratic 0.5*(x^2 + 25 y^2)",
+        "start": [-9.0, 1.5],  # noqa: E731
+        "minimum": [0.0, 0.0],
+        "grid": {"x": list(grid * 5), "y": list(grid), "z": [[f(x, y) for x in grid * 5] for y in grid]},
+        "optimizers": {o: {"lr": lr, "path": p, "loss": [f(*q) for q in p]} for o, (lr, p) in paths.items()},
+    }
     diverged = {"lr": 1.0, "path": [[-9.0, 1.5], [50.0, 80.0]], "loss": [68.6, None]}
-    out = {"steps": 100, "surfaces": {"quadratic": surf({"sgd": (0.07, sgd), "momentum": (0.01, mom)}),
-                                      "rosenbrock": surf({"sgd": (0.001, sgd), "adam": (0.1, mom)})},
-           "run_id": "f" * 32, "url": "http://127.0.0.1:5000/#/experiments/3/runs/" + "f" * 32}
+    out = {
+        "steps": 100,
+        "surfaces": {
+            "quadratic": surf({"sgd": (0.07, sgd), "momentum": (0.01, mom)}),
+            "rosenbrock": surf({"sgd": (0.001, sgd), "adam": (0.1, mom)}),
+        },
+        "run_id": "f" * 32,
+        "url": "http://127.0.0.1:5000/#/experiments/3/runs/" + "f" * 32,
+    }
     out["surfaces"]["rosenbrock"]["optimizers"]["adagrad"] = diverged
     return out
 
 
 def optimizer_runs() -> list[dict]:
-    return [trial("optimizer", {"optimizer": o}, s, jitter(0.4), config={"optimizer": o, "lr": 0.01})
-            for o in ("sgd", "momentum", "nesterov") for s in range(2)]
+    return [
+        trial("optimizer", {"optimizer": o}, s, jitter(0.4), config={"optimizer": o, "lr": 0.01})
+        for o in ("sgd", "momentum", "nesterov")
+        for s in range(2)
+    ]
 
 
 def test_path_stats_count_reversals_and_divergence():
@@ -235,8 +333,9 @@ def test_momentum_section_shows_trajectories_without_changing_its_verdict(tmp_pa
     assert [r[1] for r in table.rows] == ["sgd", "momentum", "sgd", "adam", "adagrad"]
     assert "sgd 99" in withx.notes[-1] and "momentum 0" in withx.notes[-1] and "consistent with damping" in withx.notes[-1]
     assert any(link.href == traj["url"] for link in withx.runs)
-    index, _ = write_report(pd.DataFrame(rows), tmp_path, study="optimizer", source="constructed",
-                            extras={"optimizer": {"trajectories": traj}})
+    index, _ = write_report(
+        pd.DataFrame(rows), tmp_path, study="optimizer", source="constructed", extras={"optimizer": {"trajectories": traj}}
+    )
     html = index.read_text()
     src = re.search(r'<img src="(figures/opt-trajectories\.png)"', html)
     assert src and (tmp_path / src.group(1)).stat().st_size > 20_000

@@ -1,6 +1,7 @@
 """End to end: a real smoke study (bench study init --profile smoke) into a temporary MLflow
 store, then `bench report` from it: HTML + Markdown + figures, every section, run links,
 and the report logged as an MLflow run. Needs CIFAR-10 (skipped with the reason otherwise)."""
+
 from __future__ import annotations
 
 import os
@@ -12,6 +13,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from bench.claims import CLAIMS
+
+pytestmark = pytest.mark.slow  # whole studies, subprocesses or servers
 
 SHARED_JPEG = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-jpeg"
 
@@ -28,10 +31,23 @@ def test_smoke_study_through_mlflow_to_html(tmp_path):
     uri, storage, out = f"sqlite:///{tmp_path / 'mlflow.db'}", f"sqlite:///{tmp_path / 'optuna.db'}", tmp_path / "out"
     env = {**os.environ, "BENCH_DATA_DIR": data_dir()}
     bench = [sys.executable, "-m", "bench"]
-    subprocess.run(bench + ["study", "init", "--profile", "smoke", "--tracking-uri", uri, "--storage", storage,
-                            "--no-progress"], cwd=tmp_path, env=env, check=True, timeout=900, capture_output=True)
-    done = subprocess.run(bench + ["report", "--out", str(out), "--tracking-uri", uri], cwd=tmp_path, env=env,
-                          check=True, timeout=600, capture_output=True, text=True)
+    subprocess.run(
+        bench + ["study", "init", "--profile", "smoke", "--tracking-uri", uri, "--storage", storage, "--no-progress"],
+        cwd=tmp_path,
+        env=env,
+        check=True,
+        timeout=900,
+        capture_output=True,
+    )
+    done = subprocess.run(
+        bench + ["report", "--out", str(out), "--tracking-uri", uri],
+        cwd=tmp_path,
+        env=env,
+        check=True,
+        timeout=600,
+        capture_output=True,
+        text=True,
+    )
     assert f"report written: {out / 'index.html'}" in done.stdout
 
     html = (out / "index.html").read_text()

@@ -1,6 +1,7 @@
 """Loading runs from MLflow and logging the report, on a temporary store filled with fixture
 records (no training, no data needed): flattening, stage/status filtering, de-duplication,
 and `build_report` writing the folder and logging it as a run of "bench/report"."""
+
 from __future__ import annotations
 
 import math
@@ -14,19 +15,41 @@ from report.frame import read_runs
 from report.load import flatten, load_extras, load_runs, run_url
 
 FIXTURE = Path(__file__).parent / "fixtures" / "runs.json.gz"
-META = {"run_id", "experiment_id", "run_name", "url", "start_time", "study", "arm", "seed", "stage", "profile", "claims",
-        "tuned_lr", "tune_lr"}
+META = {
+    "run_id",
+    "experiment_id",
+    "run_name",
+    "url",
+    "start_time",
+    "study",
+    "arm",
+    "seed",
+    "stage",
+    "profile",
+    "claims",
+    "tuned_lr",
+    "tune_lr",
+}
 
 
 def record_of(row) -> dict:
     """The trial record a fixture row was flattened from."""
-    return {k: v for k, v in row.items() if k not in META and not k.startswith("factor.")
-            and not (isinstance(v, float) and math.isnan(v))}
+    return {
+        k: v
+        for k, v in row.items()
+        if k not in META and not k.startswith("factor.") and not (isinstance(v, float) and math.isnan(v))
+    }
 
 
 def tags_of(row) -> dict[str, str]:
-    tags = {"bench.study": row["study"], "bench.arm": row["arm"], "bench.seed": str(row["seed"]),
-            "bench.stage": row["stage"], "bench.profile": row["profile"], "bench.claims": row["claims"]}
+    tags = {
+        "bench.study": row["study"],
+        "bench.arm": row["arm"],
+        "bench.seed": str(row["seed"]),
+        "bench.stage": row["stage"],
+        "bench.profile": row["profile"],
+        "bench.claims": row["claims"],
+    }
     tags.update({f"bench.factor.{k[7:]}": v for k, v in row.items() if k.startswith("factor.") and isinstance(v, str)})
     if isinstance(row.get("tuned_lr"), float) and not math.isnan(row["tuned_lr"]):
         tags["bench.tuned_lr"] = str(row["tuned_lr"])
@@ -73,9 +96,22 @@ def test_load_runs_reads_every_finished_trial_once(store):
 
 
 def test_flatten_maps_tags_to_columns():
-    row = flatten({"status": "ok", "test_acc": 0.5, "history.val_acc": [0.1, 0.4]}, "abc", "7",
-                  {"bench.study": "optimizer", "bench.arm": "adam", "bench.seed": "1", "bench.stage": "final",
-                   "bench.profile": "quick", "bench.tuned_lr": "0.003", "bench.factor.optimizer": "adam"}, 123, "final adam")
+    row = flatten(
+        {"status": "ok", "test_acc": 0.5, "history.val_acc": [0.1, 0.4]},
+        "abc",
+        "7",
+        {
+            "bench.study": "optimizer",
+            "bench.arm": "adam",
+            "bench.seed": "1",
+            "bench.stage": "final",
+            "bench.profile": "quick",
+            "bench.tuned_lr": "0.003",
+            "bench.factor.optimizer": "adam",
+        },
+        123,
+        "final adam",
+    )
     assert row["factor.optimizer"] == "adam" and row["seed"] == 1 and row["tuned_lr"] == 0.003
     assert math.isnan(row["tune_lr"]) and row["url"].endswith("/#/experiments/7/runs/abc")
     assert row["history.val_acc"] == [0.1, 0.4]

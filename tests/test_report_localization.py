@@ -1,6 +1,7 @@
 """The localization analysis (report/claims_localization.py) on constructed runs frames (no torch, no MLflow):
 a head that localizes is supported, one that does not is not, one seed is inconclusive, diverged runs are
 counted, and the figure of predicted vs true boxes is drawn from the record's samples."""
+
 from __future__ import annotations
 
 import base64
@@ -27,7 +28,7 @@ def strip() -> str:
     """8 grey 64x64 canvases, each with a white square at a known box, as the record's base64 PNG."""
     img = np.full((64, 8 * 64, 3), 128, np.uint8)
     for j in range(8):
-        img[16:48, j * 64 + 8:j * 64 + 40] = 255  # box (cx, cy, w, h) = (0.375, 0.5, 0.5, 0.5)
+        img[16:48, j * 64 + 8 : j * 64 + 40] = 255  # box (cx, cy, w, h) = (0.375, 0.5, 0.5, 0.5)
     buf = io.BytesIO()
     Image.fromarray(img).save(buf, format="PNG")
     return base64.b64encode(buf.getvalue()).decode()
@@ -41,28 +42,59 @@ def trial(arm: str, seed: int, iou: float, acc: float, status: str = "ok") -> di
     loss, weight = ARMS[arm]
     rid = f"loc{arm}{seed}".replace("_", "").ljust(32, "0")[:32]
     ep = list(range(EPOCHS + 1))
-    row = {"run_id": rid, "experiment_id": "1", "run_name": f"final {arm} seed={seed}",
-           "url": f"http://127.0.0.1:5000/#/experiments/1/runs/{rid}", "start_time": seed, "study": "localization",
-           "arm": arm, "factor.head": arm, "seed": seed, "stage": "final", "profile": "quick", "claims": "localization",
-           "status": status, "data_source": "constructed", "device": "cpu", "git_commit": "test", "n_params": 1000,
-           "config.epochs": EPOCHS, "config.task": "localize", "config.box_loss": loss, "config.box_weight": weight,
-           "config.lr": 0.05, "test_iou_mean_box": BASELINE, "history.epoch": ep,
-           "history.test_iou": [0.3 + (iou - 0.3) * e / EPOCHS for e in ep],
-           "history.test_acc": [0.1 + (acc - 0.1) * e / EPOCHS for e in ep], "epochs_run": EPOCHS,
-           "samples.png": PNG, "samples.true_box": TRUE, "samples.label": list(range(8)),
-           "samples.pred_box": [[0.375 + 0.05, 0.5, 0.5, 0.5]] * 8, "samples.pred_label": [0, 1, 2, 3, 4, 5, 6, 0]}
+    row = {
+        "run_id": rid,
+        "experiment_id": "1",
+        "run_name": f"final {arm} seed={seed}",
+        "url": f"http://127.0.0.1:5000/#/experiments/1/runs/{rid}",
+        "start_time": seed,
+        "study": "localization",
+        "arm": arm,
+        "factor.head": arm,
+        "seed": seed,
+        "stage": "final",
+        "profile": "quick",
+        "claims": "localization",
+        "status": status,
+        "data_source": "constructed",
+        "device": "cpu",
+        "git_commit": "test",
+        "n_params": 1000,
+        "config.epochs": EPOCHS,
+        "config.task": "localize",
+        "config.box_loss": loss,
+        "config.box_weight": weight,
+        "config.lr": 0.05,
+        "test_iou_mean_box": BASELINE,
+        "history.epoch": ep,
+        "history.test_iou": [0.3 + (iou - 0.3) * e / EPOCHS for e in ep],
+        "history.test_acc": [0.1 + (acc - 0.1) * e / EPOCHS for e in ep],
+        "epochs_run": EPOCHS,
+        "samples.png": PNG,
+        "samples.true_box": TRUE,
+        "samples.label": list(range(8)),
+        "samples.pred_box": [[0.375 + 0.05, 0.5, 0.5, 0.5]] * 8,
+        "samples.pred_label": [0, 1, 2, 3, 4, 5, 6, 0],
+    }
     if status == "diverged":
-        row.update({"diverged_epoch": 1, "epochs_run": 1, "history.epoch": [0], "history.test_iou": [0.3],
-                    "history.test_acc": [0.1], "samples.pred_box": None, "samples.pred_label": None})
+        row.update(
+            {
+                "diverged_epoch": 1,
+                "epochs_run": 1,
+                "history.epoch": [0],
+                "history.test_iou": [0.3],
+                "history.test_acc": [0.1],
+                "samples.pred_box": None,
+                "samples.pred_label": None,
+            }
+        )
     else:
-        row.update({"test_iou": iou, "val_iou": iou, "test_acc": acc, "val_acc": acc, "train_acc": acc + 0.05,
-                    "test_loss": 1.5})
+        row.update({"test_iou": iou, "val_iou": iou, "test_acc": acc, "val_acc": acc, "train_acc": acc + 0.05, "test_loss": 1.5})
     return row
 
 
 def frame(seeds: int, iou: dict[str, float], acc: dict[str, float], sd: float = 0.005) -> pd.DataFrame:
-    return pd.DataFrame([trial(a, s, iou[a] + rng.normal(0, sd), acc[a] + rng.normal(0, sd))
-                         for a in ARMS for s in range(seeds)])
+    return pd.DataFrame([trial(a, s, iou[a] + rng.normal(0, sd), acc[a] + rng.normal(0, sd)) for a in ARMS for s in range(seeds)])
 
 
 def section(df: pd.DataFrame, out=None):
@@ -92,8 +124,9 @@ def test_a_head_no_better_than_the_mean_box_is_not_supported():
 
 
 def test_losing_class_accuracy_or_unequal_losses_fail_their_parts():
-    sec = section(frame(3, {"l2": 0.55, "smooth_l1": 0.68, "class_only": 0.05},
-                        {"l2": 0.40, "smooth_l1": 0.40, "class_only": 0.50}))
+    sec = section(
+        frame(3, {"l2": 0.55, "smooth_l1": 0.68, "class_only": 0.05}, {"l2": 0.40, "smooth_l1": 0.40, "class_only": 0.50})
+    )
     outcomes = [p.outcome for p in sec.parts]
     assert outcomes[0] == HOLDS and outcomes[1] != HOLDS and outcomes[2] != HOLDS
     assert sec.verdict.label == PARTLY

@@ -1,4 +1,5 @@
 """The report's interval arithmetic, tests and verdict rules, on constructed numbers."""
+
 from __future__ import annotations
 
 import math
@@ -63,9 +64,17 @@ def test_crossing_interpolates_and_stops_at_divergence():
 # ------------------------------------------------------------------ verdict rules on constructed runs
 def runs(arm: str, accs: list[float], status: list[str] | None = None) -> pd.DataFrame:
     status = status or ["ok"] * len(accs)
-    return pd.DataFrame({"arm": arm, "seed": range(len(accs)), "run_id": [f"{arm}{i:08d}" for i in range(len(accs))],
-                         "url": "http://127.0.0.1:5000/#/experiments/1/runs/x", "status": status, "start_time": range(len(accs)),
-                         "test_acc": [None if s == "diverged" else a for a, s in zip(accs, status)]})
+    return pd.DataFrame(
+        {
+            "arm": arm,
+            "seed": range(len(accs)),
+            "run_id": [f"{arm}{i:08d}" for i in range(len(accs))],
+            "url": "http://127.0.0.1:5000/#/experiments/1/runs/x",
+            "status": status,
+            "start_time": range(len(accs)),
+            "test_acc": [None if s == "diverged" else a for a, s in zip(accs, status)],
+        }
+    )
 
 
 def part(a: pd.DataFrame, b: pd.DataFrame, expected: int = 1) -> Part:
@@ -113,10 +122,8 @@ def test_diverged_runs_are_counted_as_chance_not_dropped():
 
 
 def test_equivalence_part():
-    same = Part("a matches b", "a − b", "equivalence", diff=welch([0.50, 0.51, 0.50], [0.50, 0.50, 0.51]),
-                margin=0.02, n_min=3)
-    far = Part("a matches b", "a − b", "equivalence", diff=welch([0.70, 0.71, 0.70], [0.50, 0.50, 0.51]),
-               margin=0.02, n_min=3)
+    same = Part("a matches b", "a − b", "equivalence", diff=welch([0.50, 0.51, 0.50], [0.50, 0.50, 0.51]), margin=0.02, n_min=3)
+    far = Part("a matches b", "a − b", "equivalence", diff=welch([0.70, 0.71, 0.70], [0.50, 0.50, 0.51]), margin=0.02, n_min=3)
     assert decide([same])[0].label == SUPPORTED
     assert decide([far])[0].label == CONTRADICTED
 

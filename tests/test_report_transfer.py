@@ -1,4 +1,5 @@
 """The transfer and fc-head analyses (report/claims_transfer.py) on constructed runs frames: no torch, no MLflow."""
+
 from __future__ import annotations
 
 import math
@@ -36,16 +37,43 @@ def runs(seeds: int = 3, cross: bool = True, mlp_gain: float = 0.0, same: bool =
                 secs = float(SECONDS[mode] * n / 50 * (1 + rng.normal(0, 0.02)))
                 arm = f"{mode}+{size}+cifar5"
                 rid = f"{mode}{size}{s}".ljust(32, "0")
-                rows.append({"run_id": rid, "experiment_id": "1", "run_name": f"final {arm} seed={s}",
-                             "url": f"http://127.0.0.1:5000/#/experiments/1/runs/{rid}", "start_time": len(rows),
-                             "study": "transfer", "arm": arm, "seed": s, "stage": "final", "profile": "quick",
-                             "claims": "transfer,fc-head", "status": "ok", "data_source": "constructed", "device": "cpu",
-                             "git_commit": "test", "n_params": 1000, "factor.transfer": mode, "factor.size": size,
-                             "factor.source": "cifar5", "config.per_class": n, "config.transfer": mode,
-                             "config.task": "transfer", "config.epochs": 2, "config.lr": 0.01, "tuned_lr": 0.01,
-                             "test_acc": acc, "val_acc": acc, "train_acc": min(acc + 0.1, 1.0), "train_seconds": secs,
-                             "images_per_s": 5 * n * 2 / secs, "history.epoch": [0, 1, 2],
-                             "history.val_acc": [0.2, acc - 0.05, acc], "history.seconds": [0, secs / 2, secs]})
+                rows.append(
+                    {
+                        "run_id": rid,
+                        "experiment_id": "1",
+                        "run_name": f"final {arm} seed={s}",
+                        "url": f"http://127.0.0.1:5000/#/experiments/1/runs/{rid}",
+                        "start_time": len(rows),
+                        "study": "transfer",
+                        "arm": arm,
+                        "seed": s,
+                        "stage": "final",
+                        "profile": "quick",
+                        "claims": "transfer,fc-head",
+                        "status": "ok",
+                        "data_source": "constructed",
+                        "device": "cpu",
+                        "git_commit": "test",
+                        "n_params": 1000,
+                        "factor.transfer": mode,
+                        "factor.size": size,
+                        "factor.source": "cifar5",
+                        "config.per_class": n,
+                        "config.transfer": mode,
+                        "config.task": "transfer",
+                        "config.epochs": 2,
+                        "config.lr": 0.01,
+                        "tuned_lr": 0.01,
+                        "test_acc": acc,
+                        "val_acc": acc,
+                        "train_acc": min(acc + 0.1, 1.0),
+                        "train_seconds": secs,
+                        "images_per_s": 5 * n * 2 / secs,
+                        "history.epoch": [0, 1, 2],
+                        "history.val_acc": [0.2, acc - 0.05, acc],
+                        "history.seconds": [0, secs / 2, secs],
+                    }
+                )
     return pd.DataFrame(rows)
 
 
@@ -95,7 +123,7 @@ def test_fc_head_linear_enough_is_supported_and_a_better_mlp_only_partly():
 
 def test_diverged_runs_count_as_chance_in_the_grid():
     df = runs()
-    m = (df["arm"] == "scratch+pc50+cifar5")
+    m = df["arm"] == "scratch+pc50+cifar5"
     df.loc[m, ["status", "test_acc"]] = ["diverged", math.nan]
     sec = sections(df)["transfer"]
     grid = next(t for t in sec.tables if t.title.startswith("Test accuracy (%) by transfer mode"))

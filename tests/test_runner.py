@@ -1,6 +1,7 @@
 """Every study smoke-runs end to end against real Optuna (journal file) and MLflow (SQLite)
 stores; the runs are read back. Resume after SIGKILL and SIGINT: each (arm, seed) ends
 finished exactly once and nothing is left RUNNING."""
+
 from __future__ import annotations
 
 import os
@@ -12,12 +13,14 @@ from collections import Counter
 
 import pytest
 
-from bench.runner import tuned_param_key
-from bench.studies import get_study, list_studies
+from bench.study.files import get_study, list_studies
+from bench.study.runner import tuned_param_key
+
 from studyrun import SLOW_STUDY, finished_trials, run_study, runs_of
 
 
 @pytest.mark.parametrize("name", [s.name for s in list_studies()])
+@pytest.mark.slow
 def test_study_smoke_end_to_end(tmp_path, data_dir, name):
     study = get_study(name)
     proc = run_study(tmp_path, name, "--data-dir", data_dir)
@@ -55,13 +58,16 @@ def test_study_smoke_end_to_end(tmp_path, data_dir, name):
     extras = [r for r in runs if r.data.tags.get("bench.kind") == "extra"]
     assert sorted(r.data.tags["bench.extra"] for r in extras) == sorted(study.extras)
     for r in extras:
-        assert r.info.status == "FINISHED" and f"{r.data.tags['bench.extra']}.json" in [a.path for a in client.list_artifacts(r.info.run_id)]
+        assert r.info.status == "FINISHED" and f"{r.data.tags['bench.extra']}.json" in [
+            a.path for a in client.list_artifacts(r.info.run_id)
+        ]
     again = run_study(tmp_path, name, "--data-dir", data_dir)  # finished: nothing reruns
     assert again.returncode == 0 and "is complete" in again.stdout
     assert len(runs_of(tmp_path, name)[1]) == len(runs)
 
 
 @pytest.mark.parametrize("sig, expected_rc", [(signal.SIGKILL, -9), (signal.SIGINT, 130)])
+@pytest.mark.slow
 def test_interrupted_study_resumes_each_trial_exactly_once(tmp_path, data_dir, sig, expected_rc):
     studies = tmp_path / "studies"
     studies.mkdir()
@@ -71,13 +77,21 @@ def test_interrupted_study_resumes_each_trial_exactly_once(tmp_path, data_dir, s
     env = {**os.environ, "BENCH_STUDIES_DIR": str(studies), "BENCH_DATA_DIR": data_dir}
     # A background job of a non-interactive shell (as CI may run us) inherits SIGINT ignored;
     # give the study the default disposition a terminal's foreground process has.
-    proc = subprocess.Popen([sys.executable, "-m", "bench", "study", "slow", "--profile", "smoke", "--no-progress"],
-                            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bench", "study", "slow", "--profile", "smoke", "--no-progress"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     deadline = time.time() + 180
     while time.time() < deadline and sum(t.state.name == "COMPLETE" for t in finished_trials(tmp_path)) < 2:
         time.sleep(0.2)
-    while time.time() < deadline and not [t for t in finished_trials(tmp_path) if t.state.name == "RUNNING" and "mlflow_run_id" in t.user_attrs]:
+    while time.time() < deadline and not [
+        t for t in finished_trials(tmp_path) if t.state.name == "RUNNING" and "mlflow_run_id" in t.user_attrs
+    ]:
         time.sleep(0.05)  # until a trial is training
     proc.send_signal(sig)
     out, err = proc.communicate(timeout=60)
@@ -97,6 +111,9 @@ def test_interrupted_study_resumes_each_trial_exactly_once(tmp_path, data_dir, s
     assert not [t for t in trials if t.state.name == "RUNNING"]
     _, runs = runs_of(tmp_path, "slow")
     assert not [r for r in runs if r.info.status == "RUNNING"]
-    finished = Counter((r.data.tags["bench.arm"], r.data.tags["bench.seed"]) for r in runs
-                       if r.info.status == "FINISHED" and r.data.tags.get("bench.stage") == "final")
+    finished = Counter(
+        (r.data.tags["bench.arm"], r.data.tags["bench.seed"])
+        for r in runs
+        if r.info.status == "FINISHED" and r.data.tags.get("bench.stage") == "final"
+    )
     assert finished == Counter({(arm, str(seed)): n for (arm, seed), n in expected.items()})

@@ -1,11 +1,12 @@
 """Study files: every shipped study loads; malformed files fail naming file, field and expected form."""
+
 import subprocess
 import sys
 
 import pytest
 
 from bench.claims import CLAIMS
-from bench.studies import PROFILES, StudyError, get_study, list_studies, load_study
+from bench.study.files import PROFILES, StudyError, get_study, list_studies, load_study
 
 GOOD = """
 name = "{name}"
@@ -50,19 +51,25 @@ def test_arm_configs_layer_base_profile_arm(tmp_path):
     assert (arm.name, cfg.dropout, cfg.model, cfg.seed, cfg.lr) == ("p0.5", 0.5, "mlp", 4, 0.3)
 
 
-@pytest.mark.parametrize("edit, field, expected", [
-    (lambda t: t.replace('claims = ["dropout"]', 'claims = ["nope"]'), "claims", "claim ids from"),
-    (lambda t: t.replace('model = "mlp"', 'model = "transformer"'), "base", "unknown model 'transformer'"),
-    (lambda t: t.replace('dropout = 0.5', 'dropout = "half"'), "factors.dropout.p0.5", "dropout expects float"),
-    (lambda t: t.replace('[profiles.full]\nseeds = 3', ''), "profiles", "[profiles.full]"),
-    (lambda t: t.replace('seeds = 2', 'seeds = 0'), "profiles.quick.seeds", "an integer >= 1"),
-    (lambda t: 'sweep = 3\n' + t, "sweep", "one of"),
-    (lambda t: t.replace('[profiles.smoke]\nseeds = 1', '[profiles.smoke]\nseeds = 1\narms = { dropout = ["p0.9"] }'),
-     "profiles.smoke.arms.dropout", "a list of arms of factor dropout"),
-    (lambda t: t + '\n[tuning]\nlow = 1.0\nhigh = 0.1\n', "tuning.low/high", "0 < low < high"),
-    (lambda t: t.replace('[base]', '[base\n'), None, "not valid TOML"),
-    (lambda t: 'extras = ["fireworks"]\n' + t, "extras", "a list of names from: trajectories"),
-])
+@pytest.mark.parametrize(
+    "edit, field, expected",
+    [
+        (lambda t: t.replace('claims = ["dropout"]', 'claims = ["nope"]'), "claims", "claim ids from"),
+        (lambda t: t.replace('model = "mlp"', 'model = "transformer"'), "base", "unknown model 'transformer'"),
+        (lambda t: t.replace("dropout = 0.5", 'dropout = "half"'), "factors.dropout.p0.5", "dropout expects float"),
+        (lambda t: t.replace("[profiles.full]\nseeds = 3", ""), "profiles", "[profiles.full]"),
+        (lambda t: t.replace("seeds = 2", "seeds = 0"), "profiles.quick.seeds", "an integer >= 1"),
+        (lambda t: "sweep = 3\n" + t, "sweep", "one of"),
+        (
+            lambda t: t.replace("[profiles.smoke]\nseeds = 1", '[profiles.smoke]\nseeds = 1\narms = { dropout = ["p0.9"] }'),
+            "profiles.smoke.arms.dropout",
+            "a list of arms of factor dropout",
+        ),
+        (lambda t: t + "\n[tuning]\nlow = 1.0\nhigh = 0.1\n", "tuning.low/high", "0 < low < high"),
+        (lambda t: t.replace("[base]", "[base\n"), None, "not valid TOML"),
+        (lambda t: 'extras = ["fireworks"]\n' + t, "extras", "a list of names from: trajectories"),
+    ],
+)
 def test_malformed_study_names_file_field_expected(tmp_path, edit, field, expected):
     path = write(tmp_path, edit(GOOD.format(name="mystudy")))
     with pytest.raises(StudyError) as err:
@@ -74,9 +81,17 @@ def test_malformed_study_names_file_field_expected(tmp_path, edit, field, expect
 
 
 def test_cli_malformed_study_and_unknown_study_exit_2(tmp_path):
-    write(tmp_path, GOOD.replace('model = "mlp"', 'model = 7'), name="broken")
+    write(tmp_path, GOOD.replace('model = "mlp"', "model = 7"), name="broken")
     env = {**__import__("os").environ, "BENCH_STUDIES_DIR": str(tmp_path)}
-    for name, expected in [("broken", "field 'base': model expects str"), ("missing", "unknown study 'missing'; valid studies: broken")]:
-        proc = subprocess.run([sys.executable, "-m", "bench", "study", name, "--profile", "smoke"], env=env,
-                              capture_output=True, text=True, timeout=120)
+    for name, expected in [
+        ("broken", "field 'base': model expects str"),
+        ("missing", "unknown study 'missing'; valid studies: broken"),
+    ]:
+        proc = subprocess.run(
+            [sys.executable, "-m", "bench", "study", name, "--profile", "smoke"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert proc.returncode == 2 and expected in proc.stderr and "Traceback" not in proc.stderr, proc.stderr

@@ -1,11 +1,12 @@
 """One trial end to end on real CIFAR-10 images (CPU, seconds each)."""
+
 import json
 import math
 import subprocess
 import sys
 
 from bench.config import make_config
-from bench.train import train_trial
+from bench.engine.loop import train_trial
 
 TINY = dict(n_train=500, n_val=200, n_test=200, epochs=1, eval_train_size=200, probe_size=64, device="cpu")
 
@@ -58,7 +59,9 @@ def test_diagnostics_tell_the_init_story(cifar):
 
 
 def test_identity_net_collapses_and_linear_model_runs(cifar):
-    ident = train_trial(make_config(dict(model="mlp", activation="identity", depth=3, width=64, **TINY)), progress=False, data=cifar)
+    ident = train_trial(
+        make_config(dict(model="mlp", activation="identity", depth=3, width=64, **TINY)), progress=False, data=cifar
+    )
     assert ident["collapse_err"] is not None and ident["collapse_err"] < 1e-4
     lin = train_trial(make_config(dict(model="linear", **TINY)), progress=False, data=cifar)
     assert lin["status"] == "ok" and lin["collapse_err"] is None
@@ -74,9 +77,28 @@ def test_adagrad_records_effective_steps(cifar):
 
 
 def test_cli_train_json_last_line(data_dir):
-    proc = subprocess.run([sys.executable, "-m", "bench", "train", "model=mlp", "depth=1", "width=32", "n_train=500",
-                           "n_val=200", "n_test=200", "epochs=1", "--json", "--no-progress", "--data-dir", data_dir],
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench",
+            "train",
+            "model=mlp",
+            "depth=1",
+            "width=32",
+            "n_train=500",
+            "n_val=200",
+            "n_test=200",
+            "epochs=1",
+            "--json",
+            "--no-progress",
+            "--data-dir",
+            data_dir,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     record = json.loads(proc.stdout.strip().splitlines()[-1])
     assert record["status"] == "ok" and math.isfinite(record["test_acc"])

@@ -2,6 +2,7 @@
 
 Most tests use a small synthetic data set (class-coloured noise images), so they run in seconds and
 without the real CIFAR-10 copy; the CLI test uses the real copy."""
+
 from __future__ import annotations
 
 import subprocess
@@ -10,14 +11,28 @@ import sys
 import pytest
 import torch
 
-import bench.transfer as transfer
+import bench.engine.transfer as transfer
 from bench.config import ConfigError, make_config
 from bench.data import CIFAR10_CLASSES, Cifar10, DataError, class_subset_splits
-from bench.models import weight_layers
-from bench.train import train_trial
+from bench.engine.loop import train_trial
+from bench.engine.models import weight_layers
 
-TINY = dict(task="transfer", model="cnn", width=4, n_train=200, pretrain_epochs=2, pretrain_lr=0.05, per_class=20,
-            n_val=50, n_test=50, epochs=2, batch_size=32, eval_train_size=50, probe_size=16, device="cpu")
+TINY = dict(
+    task="transfer",
+    model="cnn",
+    width=4,
+    n_train=200,
+    pretrain_epochs=2,
+    pretrain_lr=0.05,
+    per_class=20,
+    n_val=50,
+    n_test=50,
+    epochs=2,
+    batch_size=32,
+    eval_train_size=50,
+    probe_size=16,
+    device="cpu",
+)
 
 
 def synthetic(train_per_class: int = 60, test_per_class: int = 20) -> Cifar10:
@@ -29,6 +44,7 @@ def synthetic(train_per_class: int = 60, test_per_class: int = 20) -> Cifar10:
         y = torch.arange(10).repeat_interleave(n)
         x = (tint[y] + torch.randint(-40, 40, (len(y), 3, 32, 32), generator=g)).clamp(0, 255).to(torch.uint8)
         return x, y
+
     (tx, ty), (sx, sy) = make(train_per_class), make(test_per_class)
     return Cifar10(tx, ty, sx, sy, CIFAR10_CLASSES, "synthetic", "synthetic0000000", "")
 
@@ -48,6 +64,7 @@ def built(monkeypatch):
     def spy(*args, **kwargs):
         models.append(real(*args, **kwargs))
         return models[-1]
+
     monkeypatch.setattr(transfer, "target_model", spy)
     return models
 
@@ -61,6 +78,7 @@ def pretrains(monkeypatch):
     def spy(*args, **kwargs):
         calls.append(args[0])
         return real(*args, **kwargs)
+
     monkeypatch.setattr(transfer, "pretrain", spy)
     return calls
 
@@ -70,8 +88,11 @@ def test_target_splits_hold_only_target_classes_remapped(data):
     assert torch.equal(torch.bincount(s.train_y, minlength=5), torch.full((5,), 20))
     assert torch.equal(torch.bincount(s.val_y, minlength=5), torch.full((5,), 10))
     assert torch.equal(torch.bincount(s.test_y, minlength=5), torch.full((5,), 20))  # n_test=0: all 20 per class
-    for idx, labels, y in ((s.train_idx, s.train_y, data.train_y), (s.val_idx, s.val_y, data.train_y),
-                           (s.test_idx, s.test_y, data.test_y)):
+    for idx, labels, y in (
+        (s.train_idx, s.train_y, data.train_y),
+        (s.val_idx, s.val_y, data.train_y),
+        (s.test_idx, s.test_y, data.test_y),
+    ):
         assert set(y[idx].tolist()) == {5, 6, 7, 8, 9}
         assert torch.equal(labels, y[idx] - 5)  # labels 0..4 in TARGET_CLASSES order
     assert not set(s.train_idx.tolist()) & set(s.val_idx.tolist())
@@ -148,6 +169,7 @@ def test_imagenet_weights_load_with_weights_only(data, tmp_path, monkeypatch):
     def spy(*args, **kwargs):
         calls.append(kwargs.get("weights_only"))
         return real(*args, **kwargs)
+
     monkeypatch.setattr(torch, "load", spy)
     cfg = make_config(dict(TINY, source="imagenet", weights=str(path), transfer="linear"))
     splits, norm, make_model = transfer.setup_transfer(cfg, data, torch.device("cpu"))
@@ -177,14 +199,21 @@ def test_bad_weights_give_a_clear_data_error(data, tmp_path):
         make_config(dict(TINY, source="imagenet", transfer="linear"))
 
 
-@pytest.mark.parametrize("args, expected", [
-    (["source=imagenet", "weights=/nonexistent/resnet18.pth"], "does not exist"),
-    (["source=imagenet"], "source=imagenet needs weights"),
-])
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["source=imagenet", "weights=/nonexistent/resnet18.pth"], "does not exist"),
+        (["source=imagenet"], "source=imagenet needs weights"),
+    ],
+)
 def test_cli_bad_weights_exit_2_in_one_line(data_dir, tmp_path, args, expected):
     env_args = ["task=transfer", "transfer=linear", "per_class=10", "n_val=50", "n_test=50", "epochs=1", "device=cpu"]
-    proc = subprocess.run([sys.executable, "-m", "bench", "train", *env_args, *args, "--data-dir", data_dir, "--no-progress"],
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench", "train", *env_args, *args, "--data-dir", data_dir, "--no-progress"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert expected in proc.stderr and "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1

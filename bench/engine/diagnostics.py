@@ -1,6 +1,7 @@
 """Per-layer diagnostics measured on a fixed probe batch: activation statistics,
 saturation, dead units, gradient norms, same-sign inputs, histograms, and end-of-run
 structure checks (distinct units, linear collapse, effective learning rates)."""
+
 from __future__ import annotations
 
 import math
@@ -122,7 +123,9 @@ def accumulated_vs_step(model: nn.Module, optimizer: torch.optim.Optimizer, lr: 
     the mean accumulated gradient and mean effective step per bin (the per-parameter claim)."""
     if not isinstance(optimizer, torch.optim.Adagrad):
         return {}
-    sums = torch.cat([optimizer.state[m.weight]["sum"].flatten().cpu() for _, m in weight_layers(model) if m.weight in optimizer.state])
+    sums = torch.cat(
+        [optimizer.state[m.weight]["sum"].flatten().cpu() for _, m in weight_layers(model) if m.weight in optimizer.state]
+    )
     order = sums.argsort()
     chunks = order.chunk(bins)
     acc = [float(sums[c].sqrt().mean()) for c in chunks]

@@ -6,16 +6,18 @@ quadratic and a Rosenbrock-like valley) from the same start with the same step b
 each at its own best learning rate (grid-searched on that surface), as CS231n's
 optimizer animations show them.
 """
+
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 
-from .components import OPTIMIZERS
-from .config import make_config
-from .registry import Registry
+from bench.config import make_config
+from bench.engine.components import OPTIMIZERS
+from bench.registry import Registry
 
 EXTRAS = Registry("extra")
 STEPS = 100  # optimizer steps per path: the same budget for every optimizer
@@ -24,10 +26,20 @@ LR_GRID = [10 ** (e / 4) for e in range(-16, 5)]  # 1e-4 .. 10, four per decade
 Surface = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 SURFACES: dict[str, tuple[str, Surface, tuple[float, float], tuple[float, float], tuple[float, float, float, float]]] = {
     # name: (label, f(x, y), start, minimum, plot bounds x0, x1, y0, y1)
-    "quadratic": ("ill-conditioned quadratic 0.5*(x^2 + 25 y^2)", lambda x, y: 0.5 * (x * x + 25 * y * y),
-                  (-9.0, 1.5), (0.0, 0.0), (-10.0, 2.0, -2.5, 2.5)),
-    "rosenbrock": ("Rosenbrock-like valley (1-x)^2 + 10 (y-x^2)^2", lambda x, y: (1 - x) ** 2 + 10 * (y - x * x) ** 2,
-                   (-1.5, 2.0), (1.0, 1.0), (-2.0, 2.0, -1.0, 3.0)),
+    "quadratic": (
+        "ill-conditioned quadratic 0.5*(x^2 + 25 y^2)",
+        lambda x, y: 0.5 * (x * x + 25 * y * y),
+        (-9.0, 1.5),
+        (0.0, 0.0),
+        (-10.0, 2.0, -2.5, 2.5),
+    ),
+    "rosenbrock": (
+        "Rosenbrock-like valley (1-x)^2 + 10 (y-x^2)^2",
+        lambda x, y: (1 - x) ** 2 + 10 * (y - x * x) ** 2,
+        (-1.5, 2.0),
+        (1.0, 1.0),
+        (-2.0, 2.0, -1.0, 3.0),
+    ),
 }
 
 
@@ -51,9 +63,11 @@ def descend(name: str, f: Surface, start: tuple[float, float], lr: float, steps:
 
 def best_lr(name: str, f: Surface, start: tuple[float, float]) -> float:
     """The grid learning rate with the lowest final loss (diverged paths lose)."""
+
     def final(lr: float) -> float:
         _, losses = descend(name, f, start, lr)
         return losses[-1] if losses[-1] is not None and len(losses) == STEPS + 1 else math.inf
+
     return min(LR_GRID, key=final)
 
 
@@ -61,13 +75,21 @@ def best_lr(name: str, f: Surface, start: tuple[float, float]) -> float:
 def trajectories(grid_points: int = 80) -> dict[str, Any]:
     out: dict[str, Any] = {"steps": STEPS, "surfaces": {}}
     for sname, (label, f, start, minimum, (x0, x1, y0, y1)) in SURFACES.items():
-        xs, ys = torch.linspace(x0, x1, grid_points, dtype=torch.float64), torch.linspace(y0, y1, grid_points, dtype=torch.float64)
+        xs, ys = (
+            torch.linspace(x0, x1, grid_points, dtype=torch.float64),
+            torch.linspace(y0, y1, grid_points, dtype=torch.float64),
+        )
         z = f(xs[None, :], ys[:, None])  # z[i][j] = f(x[j], y[i])
         optimizers = {}
         for oname in OPTIMIZERS.names():
             lr = best_lr(oname, f, start)
             path, losses = descend(oname, f, start, lr)
             optimizers[oname] = {"lr": lr, "path": path, "loss": losses}
-        out["surfaces"][sname] = {"label": label, "start": list(start), "minimum": list(minimum),
-                                  "grid": {"x": xs.tolist(), "y": ys.tolist(), "z": z.tolist()}, "optimizers": optimizers}
+        out["surfaces"][sname] = {
+            "label": label,
+            "start": list(start),
+            "minimum": list(minimum),
+            "grid": {"x": xs.tolist(), "y": ys.tolist(), "z": z.tolist()},
+            "optimizers": optimizers,
+        }
     return out

@@ -3,6 +3,7 @@
 a box (cx, cy, w, h) regressed with an L2 or smooth-L1 loss. Returns a record shaped like
 bench.train.train_trial's, plus box metrics (see `train_localization`).
 """
+
 from __future__ import annotations
 
 import base64
@@ -17,13 +18,13 @@ from torch import nn
 from torch.nn import functional as F
 from tqdm import tqdm
 
+from bench.config import ConfigError, TrialConfig
+from bench.data import Cifar10, fit_normalizer, fixed_canvases, iterate_batches, load_cifar10, make_splits, place_on_canvas
+
 from . import diagnostics as diag
 from .components import ACTIVATIONS, OPTIMIZERS, SCHEDULES, apply_init
-from .config import ConfigError, TrialConfig
-from .data import (Cifar10, fit_normalizer, fixed_canvases, iterate_batches, load_cifar10, make_splits,
-                   place_on_canvas)
+from .loop import EVAL_BATCH, EpochLogger, autocast_for, provenance, resolve_device
 from .models import build_model
-from .train import EVAL_BATCH, EpochLogger, autocast_for, provenance, resolve_device
 
 BOX_GRID = 4  # the box head pools the feature map to 4x4 cells: global pooling alone would discard position
 BOX_HIDDEN = 128  # hidden units of the box head's MLP
@@ -39,9 +40,13 @@ class Localizer(nn.Module):
         super().__init__()
         channels = backbone[-1].in_features
         self.trunk, self.classifier = backbone[:-4], backbone[-4:]
-        self.box = nn.Sequential(nn.AdaptiveAvgPool2d(BOX_GRID), nn.Flatten(),
-                                 nn.Linear(channels * BOX_GRID**2, BOX_HIDDEN), ACTIVATIONS.get(cfg.activation)(),
-                                 nn.Linear(BOX_HIDDEN, 4))
+        self.box = nn.Sequential(
+            nn.AdaptiveAvgPool2d(BOX_GRID),
+            nn.Flatten(),
+            nn.Linear(channels * BOX_GRID**2, BOX_HIDDEN),
+            ACTIVATIONS.get(cfg.activation)(),
+            nn.Linear(BOX_HIDDEN, 4),
+        )
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         f = self.trunk(x)
@@ -92,8 +97,9 @@ def sample_positions(y: torch.Tensor, n: int = N_SAMPLES) -> torch.Tensor:
     return torch.tensor(first, dtype=torch.long, device=y.device)
 
 
-def train_localization(cfg: TrialConfig, logger: EpochLogger | None = None, progress: bool = True,
-                       data: Cifar10 | None = None) -> dict[str, Any]:
+def train_localization(
+    cfg: TrialConfig, logger: EpochLogger | None = None, progress: bool = True, data: Cifar10 | None = None
+) -> dict[str, Any]:
     """Train one localization trial; return its flat record.
 
     Keys of train_trial's record (train/val/test_loss are the cross-entropy of the class head, so
@@ -148,13 +154,13 @@ def train_localization(cfg: TrialConfig, logger: EpochLogger | None = None, prog
         ce = correct = bl = iou = 0.0
         size = EVAL_BATCH.get(x.device.type, 256)
         for start in range(0, len(x), size):
-            xb = prep(x[start:start + size])
+            xb = prep(x[start : start + size])
             if cfg.test_noise:
                 xb = xb + cfg.test_noise * torch.randn(xb.shape, generator=eval_gen).to(xb.device)
             with amp():
                 logits, pred = model(xb)
             logits, pred = logits.float(), pred.float()
-            yb, bb = y[start:start + size], boxes[start:start + size]
+            yb, bb = y[start : start + size], boxes[start : start + size]
             ce += float(F.cross_entropy(logits, yb, reduction="sum"))
             correct += int((logits.argmax(1) == yb).sum())
             bl += float(box_loss(pred, (bb - box_mean) / box_std, cfg.box_loss)) * len(yb)
@@ -186,8 +192,14 @@ def train_localization(cfg: TrialConfig, logger: EpochLogger | None = None, prog
 
     log(0, measure(0, {"epoch": 0, "seconds": 0.0, "lr": cfg.lr * lr_at(0)}))
     step, train_seconds, epochs_run = 0, 0.0, 0
-    bar = tqdm(total=total_steps, desc=f"localize {cfg.model} {cfg.box_loss} w={cfg.box_weight:g} seed={cfg.seed}",
-               disable=not progress, leave=False, unit="step", dynamic_ncols=True)
+    bar = tqdm(
+        total=total_steps,
+        desc=f"localize {cfg.model} {cfg.box_loss} w={cfg.box_weight:g} seed={cfg.seed}",
+        disable=not progress,
+        leave=False,
+        unit="step",
+        dynamic_ncols=True,
+    )
     model.train()
     for epoch in range(1, cfg.epochs + 1):
         t0 = time.perf_counter()
@@ -228,9 +240,17 @@ def train_localization(cfg: TrialConfig, logger: EpochLogger | None = None, prog
         if diverged or not math.isfinite(train_loss):
             record.update(status="diverged", diverged_epoch=epoch)
             break
-        metrics = measure(epoch, {"epoch": epoch, "seconds": train_seconds, "lr": cfg.lr * lr_at(step),
-                                  "train_loss_running": train_loss, "train_box_loss_running": float(box_sum) / len(tx),
-                                  **ratios})
+        metrics = measure(
+            epoch,
+            {
+                "epoch": epoch,
+                "seconds": train_seconds,
+                "lr": cfg.lr * lr_at(step),
+                "train_loss_running": train_loss,
+                "train_box_loss_running": float(box_sum) / len(tx),
+                **ratios,
+            },
+        )
         if not all(math.isfinite(metrics[k]) for k in ("train_loss", "val_loss", "test_loss", "val_box_loss", "test_box_loss")):
             record.update(status="diverged", diverged_epoch=epoch)  # NaN weights: a finite step loss, then NaN outputs
             break
@@ -248,23 +268,29 @@ def train_localization(cfg: TrialConfig, logger: EpochLogger | None = None, prog
         logits, pred = model(prep(sx[pos]))
     model.train()
     pred_box = pred.float() * box_std + box_mean
-    record.update({
-        "epochs_run": epochs_run,
-        "best_val_acc": max(history["val_acc"]),
-        "best_val_iou": max((v for v in history["val_iou"] if math.isfinite(v)), default=None),
-        "test_iou_mean_box": float(box_iou(box_mean.expand_as(sbox), sbox).mean()),
-        "box_mean": [round(float(v), 5) for v in box_mean], "box_std": [round(float(v), 5) for v in box_std],
-        "samples.png": _png_strip(sx[pos]),
-        "samples.true_box": [[round(float(v), 4) for v in b] for b in sbox[pos]],
-        "samples.pred_box": ([[round(float(v), 4) for v in b] for b in pred_box] if ok and torch.isfinite(pred_box).all()
-                             else None),
-        "samples.label": [int(v) for v in sy[pos]],
-        "samples.pred_label": [int(v) for v in logits.float().argmax(1)] if ok else None,
-        "seconds": time.perf_counter() - wall0,
-        "train_seconds": train_seconds,
-        "images_per_s": len(tx) * epochs_run / max(train_seconds, 1e-9),
-        "n_params": sum(p.numel() for p in model.parameters()),
-        "n_train_used": len(tx), "n_val_used": len(vx), "n_test_used": len(sx),
-        **provenance(cfg, device, data, history),
-    })
+    record.update(
+        {
+            "epochs_run": epochs_run,
+            "best_val_acc": max(history["val_acc"]),
+            "best_val_iou": max((v for v in history["val_iou"] if math.isfinite(v)), default=None),
+            "test_iou_mean_box": float(box_iou(box_mean.expand_as(sbox), sbox).mean()),
+            "box_mean": [round(float(v), 5) for v in box_mean],
+            "box_std": [round(float(v), 5) for v in box_std],
+            "samples.png": _png_strip(sx[pos]),
+            "samples.true_box": [[round(float(v), 4) for v in b] for b in sbox[pos]],
+            "samples.pred_box": (
+                [[round(float(v), 4) for v in b] for b in pred_box] if ok and torch.isfinite(pred_box).all() else None
+            ),
+            "samples.label": [int(v) for v in sy[pos]],
+            "samples.pred_label": [int(v) for v in logits.float().argmax(1)] if ok else None,
+            "seconds": time.perf_counter() - wall0,
+            "train_seconds": train_seconds,
+            "images_per_s": len(tx) * epochs_run / max(train_seconds, 1e-9),
+            "n_params": sum(p.numel() for p in model.parameters()),
+            "n_train_used": len(tx),
+            "n_val_used": len(vx),
+            "n_test_used": len(sx),
+            **provenance(cfg, device, data, history),
+        }
+    )
     return record

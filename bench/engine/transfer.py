@@ -20,6 +20,7 @@ cfg.transfer decides what trains on the target:
 Frozen features stay in eval mode while the head trains (BatchNorm keeps the source's statistics,
 dropout is off), so they are a fixed function of the image.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -30,19 +31,29 @@ import math
 import os
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator
 
 import torch
 from torch import nn
 
+from bench.config import ConfigError, TrialConfig, as_dict
+from bench.data import (
+    ChannelAffine,
+    Cifar10,
+    DataError,
+    Normalizer,
+    Splits,
+    augment,
+    class_subset_splits,
+    fit_normalizer,
+    iterate_batches,
+)
+
 from .components import ACTIVATIONS, OPTIMIZERS, SCHEDULES, apply_init
-from .config import ConfigError, TrialConfig, as_dict
-from .data import (ChannelAffine, Cifar10, DataError, Normalizer, Splits, augment, class_subset_splits, fit_normalizer,
-                   iterate_batches)
+from .loop import autocast_for
 from .models import Dropout, build_model
-from .train import autocast_for
 
 SOURCE_CLASSES = (0, 1, 2, 3, 4)  # pretraining classes
 TARGET_CLASSES = (5, 6, 7, 8, 9)  # transfer classes, labels 0-4 in this order
@@ -53,9 +64,27 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)  # torchvision's ImageNet normalisation, p
 IMAGENET_STD = (0.229, 0.224, 0.225)
 # Config fields that do not change the cifar5 source (target-only or run settings); every other
 # field is part of the source's cache key, so a new model option is keyed without a change here.
-NOT_SOURCE = frozenset({"task", "transfer", "per_class", "n_val", "n_test", "epochs", "lr", "test_noise", "device",
-                        "data_dir", "probe_size", "eval_train_size", "weights", "canvas", "background", "box_loss",
-                        "box_weight"})
+NOT_SOURCE = frozenset(
+    {
+        "task",
+        "transfer",
+        "per_class",
+        "n_val",
+        "n_test",
+        "epochs",
+        "lr",
+        "test_noise",
+        "device",
+        "data_dir",
+        "probe_size",
+        "eval_train_size",
+        "weights",
+        "canvas",
+        "background",
+        "box_loss",
+        "box_weight",
+    }
+)
 
 MakeModel = Callable[[tuple[int, ...], torch.Generator], nn.Module]
 
@@ -71,7 +100,7 @@ class TransferNet(nn.Sequential):
             m.requires_grad_(False)
         self.train(self.training)
 
-    def train(self, mode: bool = True) -> "TransferNet":
+    def train(self, mode: bool = True) -> TransferNet:
         super().train(mode)
         for m in list(self.children())[: getattr(self, "frozen", 0)]:
             m.eval()
@@ -87,8 +116,11 @@ def setup_transfer(cfg: TrialConfig, data: Cifar10, device: torch.device) -> tup
     """
     splits = class_subset_splits(data, TARGET_CLASSES, cfg.per_class, cfg.n_val, cfg.n_test)
     if cfg.source == "imagenet":
-        norm: Normalizer = ChannelAffine(torch.tensor(IMAGENET_MEAN)[:, None, None] * 255,
-                                         torch.tensor(IMAGENET_STD)[:, None, None] * 255, tuple(data.train_x.shape[1:]))
+        norm: Normalizer = ChannelAffine(
+            torch.tensor(IMAGENET_MEAN)[:, None, None] * 255,
+            torch.tensor(IMAGENET_STD)[:, None, None] * 255,
+            tuple(data.train_x.shape[1:]),
+        )
         state = None if cfg.transfer == "scratch" else load_imagenet_weights(cfg.weights)
         return splits, norm, lambda shape, gen: target_model(cfg, imagenet_backbone(state), gen)
     source = source_splits(data, cfg)
@@ -102,10 +134,12 @@ def setup_transfer(cfg: TrialConfig, data: Cifar10, device: torch.device) -> tup
         model = source_model(cfg, shape, torch.Generator())
         model.load_state_dict(state)
         return target_model(cfg, backbone_of(model), gen)
+
     return splits, norm, make_model
 
 
 # ---------------------------------------------------------------------- target models
+
 
 def backbone_of(model: nn.Module) -> tuple[list[nn.Module], int]:
     """(every module of a bench model but its classifier head, the width of the features the head read)."""
@@ -140,6 +174,7 @@ def source_model(cfg: TrialConfig, in_shape: tuple[int, ...], gen: torch.Generat
 
 # ---------------------------------------------------------------------- cifar5 source
 
+
 def source_splits(data: Cifar10, cfg: TrialConfig) -> Splits:
     """Source training images (classes 0-4, n_train/5 per class, 0 = all) and all their test images."""
     return class_subset_splits(data, SOURCE_CLASSES, cfg.n_train // len(SOURCE_CLASSES), 0, 0)
@@ -154,8 +189,10 @@ def source_key(cfg: TrialConfig, data: Cifar10) -> str:
     """Hash of everything the source depends on: its config fields (all but NOT_SOURCE), the data, the code version."""
     src = source_config(cfg)
     fields = {k: v for k, v in as_dict(src).items() if k not in NOT_SOURCE and k != "pretrain_lr"}
-    blob = json.dumps({"fields": fields, "lr": src.lr, "data": data.digest, "classes": SOURCE_CLASSES,
-                       "version": SOURCE_VERSION}, sort_keys=True)
+    blob = json.dumps(
+        {"fields": fields, "lr": src.lr, "data": data.digest, "classes": SOURCE_CLASSES, "version": SOURCE_VERSION},
+        sort_keys=True,
+    )
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -168,8 +205,9 @@ def source_path(cfg: TrialConfig, data: Cifar10) -> Path:
     return cache_dir() / "sources" / f"cifar5-{cfg.model}-{source_key(cfg, data)}.pt"
 
 
-def cifar5_source(cfg: TrialConfig, data: Cifar10, device: torch.device, source: Splits,
-                  norm: Normalizer) -> dict[str, torch.Tensor]:
+def cifar5_source(
+    cfg: TrialConfig, data: Cifar10, device: torch.device, source: Splits, norm: Normalizer
+) -> dict[str, torch.Tensor]:
     """The trained source's state_dict: from the cache, else trained now and cached.
 
     A lock file serialises workers that need the same source: one trains, the others wait and load.
@@ -215,14 +253,22 @@ def pretrain(cfg: TrialConfig, source: Splits, norm: Normalizer, device: torch.d
             optimizer.step()
             step += 1
         if not math.isfinite(float(loss.detach())):
-            raise ConfigError(f"source pretraining diverged (loss {float(loss.detach())} in epoch {epoch}) at lr={cfg.lr}; "
-                              f"set a smaller pretrain_lr")
+            raise ConfigError(
+                f"source pretraining diverged (loss {float(loss.detach())} in epoch {epoch}) at lr={cfg.lr}; "
+                f"set a smaller pretrain_lr"
+            )
     model.eval()
     with torch.no_grad():
         sx, sy = source.test_x.to(device), source.test_y.to(device)
-        correct = sum(int((model(norm(sx[i:i + 512])).argmax(1) == sy[i:i + 512]).sum()) for i in range(0, len(sx), 512))
-    info = {"test_acc": correct / max(len(sx), 1), "epochs": cfg.epochs, "lr": cfg.lr, "n_train": len(tx),
-            "seconds": time.perf_counter() - t0, "device": str(device)}
+        correct = sum(int((model(norm(sx[i : i + 512])).argmax(1) == sy[i : i + 512]).sum()) for i in range(0, len(sx), 512))
+    info = {
+        "test_acc": correct / max(len(sx), 1),
+        "epochs": cfg.epochs,
+        "lr": cfg.lr,
+        "n_train": len(tx),
+        "seconds": time.perf_counter() - t0,
+        "device": str(device),
+    }
     return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}, info
 
 
@@ -271,6 +317,7 @@ def _locked(path: Path) -> Iterator[None]:
 
 # ---------------------------------------------------------------------- imagenet source
 
+
 def load_imagenet_weights(weights: str) -> dict[str, torch.Tensor]:
     """A torchvision ResNet-18 state_dict from a local file or an http(s) URL (downloaded once into
     the cache); loaded with weights_only=True. Raises DataError (one line) when it is missing,
@@ -282,25 +329,36 @@ def load_imagenet_weights(weights: str) -> dict[str, torch.Tensor]:
             try:
                 torch.hub.download_url_to_file(weights, str(path), progress=False)
             except Exception as e:
-                raise DataError(f"cannot download weights {weights} ({type(e).__name__}: {str(e)[:200]}); download "
-                                f"it elsewhere and pass weights=<local file>") from None
+                raise DataError(
+                    f"cannot download weights {weights} ({type(e).__name__}: {str(e)[:200]}); download "
+                    f"it elsewhere and pass weights=<local file>"
+                ) from None
     else:
         path = Path(weights).expanduser()
     if not path.is_file():
-        raise DataError(f"weights file {path} does not exist; pass weights=<torchvision ResNet-18 ImageNet .pth "
-                        f"file> or an http(s) URL to download it from")
+        raise DataError(
+            f"weights file {path} does not exist; pass weights=<torchvision ResNet-18 ImageNet .pth "
+            f"file> or an http(s) URL to download it from"
+        )
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        raise DataError(f"weights file {path} is unreadable as a state_dict ({type(e).__name__}: "
-                        f"{str(e).splitlines()[0][:200] if str(e) else ''}); pass torchvision ResNet-18 weights") from None
+        raise DataError(
+            f"weights file {path} is unreadable as a state_dict ({type(e).__name__}: "
+            f"{str(e).splitlines()[0][:200] if str(e) else ''}); pass torchvision ResNet-18 weights"
+        ) from None
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
     expected = _resnet18().state_dict()
-    if not isinstance(state, dict) or set(state) != set(expected) or any(
-            not isinstance(state[k], torch.Tensor) or state[k].shape != v.shape for k, v in expected.items()):
-        raise DataError(f"weights file {path} does not hold torchvision ResNet-18 weights (keys or shapes differ); "
-                        f"pass e.g. resnet18-f37072fd.pth")
+    if (
+        not isinstance(state, dict)
+        or set(state) != set(expected)
+        or any(not isinstance(state[k], torch.Tensor) or state[k].shape != v.shape for k, v in expected.items())
+    ):
+        raise DataError(
+            f"weights file {path} does not hold torchvision ResNet-18 weights (keys or shapes differ); "
+            f"pass e.g. resnet18-f37072fd.pth"
+        )
     return state
 
 
@@ -317,6 +375,17 @@ def imagenet_backbone(state: dict[str, torch.Tensor] | None) -> tuple[list[nn.Mo
     if state is not None:
         net.load_state_dict(state)
     resize = nn.Upsample(size=(IMAGENET_SIZE, IMAGENET_SIZE), mode="bilinear", align_corners=False)
-    parts = [resize, net.conv1, net.bn1, net.relu, net.maxpool, net.layer1, net.layer2, net.layer3, net.layer4,
-             net.avgpool, nn.Flatten()]
+    parts = [
+        resize,
+        net.conv1,
+        net.bn1,
+        net.relu,
+        net.maxpool,
+        net.layer1,
+        net.layer2,
+        net.layer3,
+        net.layer4,
+        net.avgpool,
+        nn.Flatten(),
+    ]
     return parts, net.fc.in_features

@@ -11,6 +11,7 @@ first epoch is warm-up (cudnn autotuning, compilation, allocator growth) and is 
 per epoch is the median of the others. Throughput counts training images only (evaluation is
 excluded from (b) and (c) and absent from (a)).
 """
+
 from __future__ import annotations
 
 import multiprocessing as mp
@@ -40,9 +41,20 @@ class Variant:
 
 def base_overrides(model: str, n_train: int, epochs: int, batch_size: int, device: str) -> dict[str, Any]:
     """The trial config every variant trains: augmentation on, tiny evaluation sets (evaluation is not timed)."""
-    return {**MODELS[model], "n_train": n_train, "n_val": 10, "n_test": 10, "eval_train_size": 10, "probe_size": 8,
-            "epochs": epochs, "batch_size": batch_size, "augment": True, "device": device, "schedule": "constant",
-            "lr": 0.05}
+    return {
+        **MODELS[model],
+        "n_train": n_train,
+        "n_val": 10,
+        "n_test": 10,
+        "eval_train_size": 10,
+        "probe_size": 8,
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "augment": True,
+        "device": device,
+        "schedule": "constant",
+        "lr": 0.05,
+    }
 
 
 def _rss_mb() -> float:
@@ -82,6 +94,7 @@ class _Cifar10Files:
 class _RewrittenCIFAR10(datasets.CIFAR10):
     """torchvision's CIFAR10 over batch files just written from the same images (they have no
     published checksums). At module level so DataLoader workers can pickle it."""
+
     meta = {**datasets.CIFAR10.meta, "md5": None}
 
     def _check_integrity(self) -> bool:
@@ -93,20 +106,32 @@ def _naive(cfg, data, device, workers: int) -> dict[str, Any]:
     from torch import nn
     from torchvision import transforms
 
-    from .components import OPTIMIZERS
-    from .data import make_splits
-    from .models import build_model
+    from bench.data import make_splits
+    from bench.engine.components import OPTIMIZERS
+    from bench.engine.models import build_model
 
     splits = make_splits(data, cfg.n_train, cfg.n_val, cfg.n_test)
     mean = (splits.train_x.float() / 255).mean(dim=(0, 2, 3)).tolist()
     std = (splits.train_x.float() / 255).std(dim=(0, 2, 3)).tolist()
-    tf = transforms.Compose([transforms.RandomCrop(32, padding=4), transforms.RandomHorizontalFlip(),
-                             transforms.ToTensor(), transforms.Normalize(mean, std)])
+    tf = transforms.Compose(
+        [
+            transforms.RandomCrop(32, padding=4),
+            transforms.RandomHorizontalFlip(),
+            transforms.ToTensor(),
+            transforms.Normalize(mean, std),
+        ]
+    )
     files = _Cifar10Files(splits.train_x, splits.train_y)
 
     dataset = _RewrittenCIFAR10(files.root, train=True, transform=tf, download=False)
-    loader = torch.utils.data.DataLoader(dataset, batch_size=cfg.batch_size, shuffle=True, num_workers=workers,
-                                         pin_memory=device.type == "cuda", persistent_workers=workers > 0)
+    loader = torch.utils.data.DataLoader(
+        dataset,
+        batch_size=cfg.batch_size,
+        shuffle=True,
+        num_workers=workers,
+        pin_memory=device.type == "cuda",
+        persistent_workers=workers > 0,
+    )
     torch.manual_seed(cfg.seed)
     model = build_model(cfg, (3, 32, 32), torch.Generator().manual_seed(cfg.seed)).to(device)
     optimizer = OPTIMIZERS.get(cfg.optimizer)(model.parameters(), cfg)
@@ -134,9 +159,9 @@ def _measure(variant: Variant, overrides: dict[str, Any], data_dir: str | None, 
     """Run one variant (in a fresh process) and return its figures."""
     import torch
 
-    from .config import make_config
-    from .data import load_cifar10
-    from .train import resolve_device, train_packed, train_trial
+    from bench.config import make_config
+    from bench.data import load_cifar10
+    from bench.engine.loop import resolve_device, train_packed, train_trial
 
     torch.set_num_threads(threads)
     data = load_cifar10(data_dir)
@@ -155,10 +180,18 @@ def _measure(variant: Variant, overrides: dict[str, Any], data_dir: str | None, 
         records = train_packed(cfgs, progress=False, data=data)
         out = {"cumulative": records[0]["history.seconds"], "images": records[0]["n_train_used"] * variant.k, "note": ""}
     epoch, first = _epoch_seconds(out["cumulative"])
-    return {"variant": variant.name, "k": variant.k, "seconds_per_epoch": epoch, "first_epoch": first,
-            "images_per_s": out["images"] / epoch, "rss_mb": _rss_mb(), "rss_before_mb": rss0,
-            "cuda_peak_mb": _cuda_peak_mb(device), "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
-            "note": out["note"]}
+    return {
+        "variant": variant.name,
+        "k": variant.k,
+        "seconds_per_epoch": epoch,
+        "first_epoch": first,
+        "images_per_s": out["images"] / epoch,
+        "rss_mb": _rss_mb(),
+        "rss_before_mb": rss0,
+        "cuda_peak_mb": _cuda_peak_mb(device),
+        "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
+        "note": out["note"],
+    }
 
 
 def _in_fresh_process(*args) -> dict[str, Any]:
@@ -166,14 +199,24 @@ def _in_fresh_process(*args) -> dict[str, Any]:
         return pool.submit(_measure, *args).result()
 
 
-def run_speed(model: str = "cnn", device: str = "auto", quick: bool = False, packs: tuple[int, ...] | None = None,
-              n_train: int | None = None, epochs: int | None = None, batch_size: int = 128, workers: int | None = None,
-              compile: bool = False, data_dir: str | None = None, out=sys.stdout) -> list[dict[str, Any]]:
+def run_speed(
+    model: str = "cnn",
+    device: str = "auto",
+    quick: bool = False,
+    packs: tuple[int, ...] | None = None,
+    n_train: int | None = None,
+    epochs: int | None = None,
+    batch_size: int = 128,
+    workers: int | None = None,
+    compile: bool = False,
+    data_dir: str | None = None,
+    out=sys.stdout,
+) -> list[dict[str, Any]]:
     """Measure every variant, print the table and the summary lines; return the rows."""
     import torch
 
-    from .data import load_cifar10
-    from .train import resolve_device
+    from bench.data import load_cifar10
+    from bench.engine.loop import resolve_device
 
     dev = resolve_device(device)
     if quick:
@@ -186,10 +229,17 @@ def run_speed(model: str = "cnn", device: str = "auto", quick: bool = False, pac
     threads = torch.get_num_threads()
     load_cifar10(data_dir)  # decode once here, so every variant reads the cache
     overrides = base_overrides(model, n_train, epochs, batch_size, str(dev))
-    variants = [Variant("naive"), Variant("pipeline")] + ([Variant("compiled")] if compile else []) \
+    variants = (
+        [Variant("naive"), Variant("pipeline")]
+        + ([Variant("compiled")] if compile else [])
         + [Variant("packed", k) for k in packs if k > 1]
-    print(f"bench speed: model {model}, device {dev}, {n_train or 'all'} training images, batch {batch_size}, "
-          f"{epochs} epochs per variant (the first is warm-up), torch threads {threads}", file=out, flush=True)
+    )
+    print(
+        f"bench speed: model {model}, device {dev}, {n_train or 'all'} training images, batch {batch_size}, "
+        f"{epochs} epochs per variant (the first is warm-up), torch threads {threads}",
+        file=out,
+        flush=True,
+    )
     rows = []
     for v in variants:
         label = v.name + (f" k={v.k}" if v.name == "packed" else "")
@@ -197,7 +247,13 @@ def run_speed(model: str = "cnn", device: str = "auto", quick: bool = False, pac
         try:
             rows.append(_in_fresh_process(v, overrides, data_dir, workers, threads))
         except Exception as exc:  # e.g. torch.compile without a working compiler: a row that says so
-            rows.append({"variant": v.name, "k": v.k, "error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''}"})
+            rows.append(
+                {
+                    "variant": v.name,
+                    "k": v.k,
+                    "error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''}",
+                }
+            )
     print_table(rows, out)
     return rows
 
@@ -213,12 +269,16 @@ def summary(rows: list[dict[str, Any]]) -> dict[str, tuple[float, str]]:
     packed = [r for (name, _), r in by.items() if name == "packed"]
     if pipe and packed:
         best = max(packed, key=lambda r: r["images_per_s"])
-        out["packed_speedup"] = (best["images_per_s"] / pipe["images_per_s"],
-                                 f"packed k={best['k']} aggregate / one trial at a time images/s")
+        out["packed_speedup"] = (
+            best["images_per_s"] / pipe["images_per_s"],
+            f"packed k={best['k']} aggregate / one trial at a time images/s",
+        )
     if "compiled" in {r["variant"] for r in by.values()} and pipe:
         c = by[("compiled", 1)]
-        out["compile_speedup"] = (c["images_per_s"] / pipe["images_per_s"],
-                                  f"compiled / eager pipeline images/s; compilation ~{max(c['first_epoch'] - c['seconds_per_epoch'], 0):.1f} s, not counted")
+        out["compile_speedup"] = (
+            c["images_per_s"] / pipe["images_per_s"],
+            f"compiled / eager pipeline images/s; compilation ~{max(c['first_epoch'] - c['seconds_per_epoch'], 0):.1f} s, not counted",
+        )
     return out
 
 
@@ -232,12 +292,19 @@ def print_table(rows: list[dict[str, Any]], out=sys.stdout) -> None:
             print(f"{r['variant']:<12}{r['k']:>7}  failed: {r['error']}", file=out)
             continue
         cuda = f"{r['cuda_peak_mb']:.0f}" if r["cuda_peak_mb"] is not None else "-"
-        print(f"{r['variant']:<12}{r['k']:>7}{r['images_per_s']:>11.0f}{r['seconds_per_epoch']:>9.2f}{r['first_epoch']:>13.2f}"
-              f"{r['rss_mb']:>13.0f}{cuda:>14}", file=out)
+        print(
+            f"{r['variant']:<12}{r['k']:>7}{r['images_per_s']:>11.0f}{r['seconds_per_epoch']:>9.2f}{r['first_epoch']:>13.2f}"
+            f"{r['rss_mb']:>13.0f}{cuda:>14}",
+            file=out,
+        )
     notes = sorted({r["note"] for r in rows if r.get("note")})
     devices = sorted({r["device"] for r in rows if "device" in r})
-    print(f"device: {', '.join(devices)}" + (f"; naive = {'; '.join(notes)}" if notes else "")
-          + "; peak RSS: the training process (DataLoader workers not counted)", file=out)
+    print(
+        f"device: {', '.join(devices)}"
+        + (f"; naive = {'; '.join(notes)}" if notes else "")
+        + "; peak RSS: the training process (DataLoader workers not counted)",
+        file=out,
+    )
     for key, (value, how) in summary(rows).items():
         print(f"{key}: {value:.2f}   ({how})", file=out)
     out.flush()

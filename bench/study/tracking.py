@@ -1,25 +1,29 @@
 """All MLflow logging in one place: an experiment per study, a parent run per study
 execution, a child run per trial (params, tags, per-epoch metrics, the record as JSON)."""
+
 from __future__ import annotations
 
 import fcntl
 import os
 import re
-from contextlib import contextmanager
-import urllib.request
-from pathlib import Path
 import socket
 import time
-from typing import Any, Iterator
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
 
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
+
+from bench.errors import BenchError
 
 DEFAULT_URI = "sqlite:///mlflow.db"
 BATCH = 900  # MLflow accepts at most 1000 metrics per log_batch call
 
 
-class TrackingError(Exception):
+class TrackingError(BenchError):
     """The tracking store cannot be used; raised before any training starts (the CLI exits 2)."""
 
 
@@ -29,10 +33,12 @@ def check_tracking_uri(uri: str) -> None:
         try:
             urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=5).close()
         except (OSError, ValueError) as exc:
-            raise TrackingError(f"cannot reach the MLflow tracking server at {redact(uri)} ({exc}); start it "
-                                f"(e.g. `mlflow server --host 127.0.0.1 --port 5000`) or pass another --tracking-uri") from None
+            raise TrackingError(
+                f"cannot reach the MLflow tracking server at {redact(uri)} ({exc}); start it "
+                f"(e.g. `mlflow server --host 127.0.0.1 --port 5000`) or pass another --tracking-uri"
+            ) from None
     elif uri.startswith("sqlite:///"):
-        folder = Path(uri[len("sqlite:///"):]).expanduser().resolve().parent
+        folder = Path(uri[len("sqlite:///") :]).expanduser().resolve().parent
         if not folder.is_dir():
             raise TrackingError(f"MLflow SQLite store {uri}: folder {folder} does not exist")
 
@@ -43,7 +49,7 @@ def _init_lock(uri: str) -> Iterator[None]:
     if not uri.startswith("sqlite:///"):
         yield
         return
-    with open(Path(uri[len("sqlite:///"):]).expanduser().resolve().with_suffix(".lock"), "a") as handle:
+    with open(Path(uri[len("sqlite:///") :]).expanduser().resolve().with_suffix(".lock"), "a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield
@@ -77,8 +83,9 @@ class Tracker:
             try:
                 exp = self.client.get_experiment_by_name(name)
             except Exception as exc:
-                raise TrackingError(f"cannot use MLflow tracking store {redact(uri)}: {type(exc).__name__}: "
-                                    f"{str(exc).splitlines()[0][:200]}") from None
+                raise TrackingError(
+                    f"cannot use MLflow tracking store {redact(uri)}: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+                ) from None
             if exp is None:
                 try:
                     self.experiment_id = self.client.create_experiment(name, tags={"bench.study": study})
@@ -97,7 +104,7 @@ class Tracker:
     def log_params(self, run_id: str, params: dict[str, Any]) -> None:
         items = [Param(k, str(v)[:6000]) for k, v in params.items()]
         for i in range(0, len(items), 100):
-            self.client.log_batch(run_id, params=items[i:i + 100])
+            self.client.log_batch(run_id, params=items[i : i + 100])
 
     def set_tags(self, run_id: str, tags: dict[str, Any]) -> None:
         self.client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
@@ -106,7 +113,7 @@ class Tracker:
         now = int(time.time() * 1000)
         items = [Metric(k, float(v), now, step) for k, v in metrics.items() if v is not None]
         for i in range(0, len(items), BATCH):
-            self.client.log_batch(run_id, metrics=items[i:i + BATCH])
+            self.client.log_batch(run_id, metrics=items[i : i + BATCH])
 
     def log_dict(self, run_id: str, obj: Any, name: str) -> None:
         self.client.log_dict(run_id, obj, name)

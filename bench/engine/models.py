@@ -1,13 +1,15 @@
 """Model registry: mlp, cnn and the CIFAR ResNet of He et al. (2016), each taking
 activation, init, batchnorm and dropout from the trial config."""
+
 from __future__ import annotations
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
+from bench.registry import Registry
+
 from .components import ACTIVATIONS, apply_init
-from .registry import Registry
 
 MODELS = Registry("model")
 NUM_CLASSES = 10
@@ -76,7 +78,10 @@ def _conv_bn_act(cfg, c_in: int, c_out: int) -> list[nn.Module]:
     return layers + [_act(cfg)]
 
 
-@MODELS.register("cnn", "small VGG-style net for quick runs: 3 stages (width, 2x, 4x channels; default 32) of depth convs (default 1), max-pool, linear head")
+@MODELS.register(
+    "cnn",
+    "small VGG-style net for quick runs: 3 stages (width, 2x, 4x channels; default 32) of depth convs (default 1), max-pool, linear head",
+)
 def build_cnn(cfg, in_shape: tuple[int, ...]) -> nn.Module:
     per_stage, width = cfg.depth or 1, cfg.width or 32
     layers: list[nn.Module] = []
@@ -116,7 +121,9 @@ class BasicBlock(nn.Module):
         return self.act2(out)
 
 
-@MODELS.register("resnet", "CIFAR ResNet (He et al. 2016): depth 6n+2 (default 20), widths 16/32/64; residual=false gives the plain net")
+@MODELS.register(
+    "resnet", "CIFAR ResNet (He et al. 2016): depth 6n+2 (default 20), widths 16/32/64; residual=false gives the plain net"
+)
 def build_resnet(cfg, in_shape: tuple[int, ...]) -> nn.Module:
     depth, width = cfg.depth or 20, cfg.width or 16
     n = (depth - 2) // 6

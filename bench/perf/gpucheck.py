@@ -1,6 +1,7 @@
 """`bench gpu-check` (`make gpu-check`): one command for a machine with a GPU. Prints the device,
 runs `bench speed` for the small CNN and ResNet-20, smoke-runs every core study (device=auto: the GPU)
 in a temporary folder with its own stores, and prints a short table last."""
+
 from __future__ import annotations
 
 import io
@@ -18,12 +19,19 @@ PACKED_TARGET = 3.0  # packed aggregate over sequential throughput for ResNet-20
 STUDY_TIMEOUT_S = 600  # a smoke study takes about a minute; ten means something is stuck
 
 
-def run_gpu_check(device: str = "cuda", n_train: int | None = None, epochs: int = 3,
-                  studies: tuple[str, ...] = CORE_STUDIES, data_dir: str | None = None, out=sys.stdout) -> int:
+def run_gpu_check(
+    device: str = "cuda",
+    n_train: int | None = None,
+    epochs: int = 3,
+    studies: tuple[str, ...] = CORE_STUDIES,
+    data_dir: str | None = None,
+    out=sys.stdout,
+) -> int:
     import torch
 
+    from bench.engine.loop import resolve_device
+
     from .speed import run_speed, summary
-    from .train import resolve_device
 
     dev = resolve_device(device)
     name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"
@@ -32,8 +40,16 @@ def run_gpu_check(device: str = "cuda", n_train: int | None = None, epochs: int 
     for model, packs in (("cnn", (1, 4, 8)), ("resnet20", (1, 4, 8))):
         t0 = time.perf_counter()
         buf = io.StringIO()
-        rows = run_speed(model, str(dev), packs=packs, n_train=n_train, epochs=epochs, data_dir=data_dir,
-                         compile=dev.type == "cuda" and model == "resnet20", out=_Tee(out, buf))
+        rows = run_speed(
+            model,
+            str(dev),
+            packs=packs,
+            n_train=n_train,
+            epochs=epochs,
+            data_dir=data_dir,
+            compile=dev.type == "cuda" and model == "resnet20",
+            out=_Tee(out, buf),
+        )
         ratios = summary(rows)
         pipe = next((r for r in rows if r["variant"] == "pipeline" and "error" not in r), None)
         if pipe is None:
@@ -52,8 +68,20 @@ def run_gpu_check(device: str = "cuda", n_train: int | None = None, epochs: int 
         env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp}/mlflow.db"}
         for study in studies:
             t0 = time.perf_counter()
-            cmd = [sys.executable, "-m", "bench", "study", study, "--profile", "smoke", "--no-progress",
-                   "--storage", f"sqlite:///{tmp}/optuna.db", "--data-dir", data_dir]
+            cmd = [
+                sys.executable,
+                "-m",
+                "bench",
+                "study",
+                study,
+                "--profile",
+                "smoke",
+                "--no-progress",
+                "--storage",
+                f"sqlite:///{tmp}/optuna.db",
+                "--data-dir",
+                data_dir,
+            ]
             try:
                 proc = subprocess.run(cmd, cwd=tmp, env=env, capture_output=True, text=True, timeout=STUDY_TIMEOUT_S)
             except subprocess.TimeoutExpired:
@@ -62,8 +90,13 @@ def run_gpu_check(device: str = "cuda", n_train: int | None = None, epochs: int 
             seconds = time.perf_counter() - t0
             last = (proc.stdout.strip().splitlines() or [""])[-1]
             err = (proc.stderr.strip().splitlines() or [""])[-1]
-            table.append((f"smoke {study}", "ok" if proc.returncode == 0 else f"exit {proc.returncode}",
-                          f"{seconds:.0f} s; {last if proc.returncode == 0 else err}"[:150]))
+            table.append(
+                (
+                    f"smoke {study}",
+                    "ok" if proc.returncode == 0 else f"exit {proc.returncode}",
+                    f"{seconds:.0f} s; {last if proc.returncode == 0 else err}"[:150],
+                )
+            )
     print("", file=out)
     print(f"gpu-check summary ({name})", file=out)
     width = max(len(r[0]) for r in table)

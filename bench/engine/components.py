@@ -1,13 +1,14 @@
 """Registries of activations, initialisations, optimizers and learning-rate schedules."""
+
 from __future__ import annotations
 
 import math
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 import torch
 from torch import nn
 
-from .registry import Registry
+from bench.registry import Registry
 
 ACTIVATIONS = Registry("activation")
 INITS = Registry("init")
@@ -27,8 +28,13 @@ class Activation(nn.Module):
     without storing pre-activations.
     """
 
-    def __init__(self, name: str, fn: Callable[[torch.Tensor], torch.Tensor],
-                 local_grad: Callable[[torch.Tensor], torch.Tensor], max_grad: float):
+    def __init__(
+        self,
+        name: str,
+        fn: Callable[[torch.Tensor], torch.Tensor],
+        local_grad: Callable[[torch.Tensor], torch.Tensor],
+        max_grad: float,
+    ):
         super().__init__()
         self.name, self.fn, self.local_grad_fn, self.max_grad = name, fn, local_grad, max_grad
 
@@ -55,22 +61,33 @@ def _register_activation(name: str, help: str, fn, local_grad, max_grad: float =
     ACTIVATIONS.register(name, help)(lambda: Activation(name, fn, local_grad, max_grad))
 
 
-_register_activation("identity", "no non-linearity: the whole net is one linear map",
-                     lambda x: x, torch.ones_like)
-_register_activation("sigmoid", "1/(1+e^-x): outputs in (0,1), always positive, saturates at both ends",
-                     torch.sigmoid, lambda y: y * (1 - y), 0.25)
-_register_activation("tanh", "zero-centred, outputs in (-1,1), saturates at both ends",
-                     torch.tanh, lambda y: 1 - y * y)
-_register_activation("relu", "max(0,x): no saturation for x>0, dead (zero gradient) for x<0",
-                     torch.relu, lambda y: (y > 0).to(y.dtype))
-_register_activation("leaky_relu", f"x for x>0, {LEAKY_SLOPE}x otherwise: never fully dead",
-                     lambda x: nn.functional.leaky_relu(x, LEAKY_SLOPE),
-                     lambda y: torch.where(y > 0, 1.0, LEAKY_SLOPE).to(y.dtype))
-_register_activation("elu", f"x for x>0, {ELU_ALPHA}(e^x-1) otherwise: saturates at -{ELU_ALPHA} for large negative x",
-                     lambda x: nn.functional.elu(x, ELU_ALPHA),
-                     lambda y: torch.where(y > 0, torch.ones_like(y), y + ELU_ALPHA))
-_register_activation("sigmoid_centered", "sigmoid(x)-0.5: the sigmoid's shape, zero-centred",
-                     lambda x: torch.sigmoid(x) - 0.5, lambda y: (y + 0.5) * (0.5 - y), 0.25)
+_register_activation("identity", "no non-linearity: the whole net is one linear map", lambda x: x, torch.ones_like)
+_register_activation(
+    "sigmoid", "1/(1+e^-x): outputs in (0,1), always positive, saturates at both ends", torch.sigmoid, lambda y: y * (1 - y), 0.25
+)
+_register_activation("tanh", "zero-centred, outputs in (-1,1), saturates at both ends", torch.tanh, lambda y: 1 - y * y)
+_register_activation(
+    "relu", "max(0,x): no saturation for x>0, dead (zero gradient) for x<0", torch.relu, lambda y: (y > 0).to(y.dtype)
+)
+_register_activation(
+    "leaky_relu",
+    f"x for x>0, {LEAKY_SLOPE}x otherwise: never fully dead",
+    lambda x: nn.functional.leaky_relu(x, LEAKY_SLOPE),
+    lambda y: torch.where(y > 0, 1.0, LEAKY_SLOPE).to(y.dtype),
+)
+_register_activation(
+    "elu",
+    f"x for x>0, {ELU_ALPHA}(e^x-1) otherwise: saturates at -{ELU_ALPHA} for large negative x",
+    lambda x: nn.functional.elu(x, ELU_ALPHA),
+    lambda y: torch.where(y > 0, torch.ones_like(y), y + ELU_ALPHA),
+)
+_register_activation(
+    "sigmoid_centered",
+    "sigmoid(x)-0.5: the sigmoid's shape, zero-centred",
+    lambda x: torch.sigmoid(x) - 0.5,
+    lambda y: (y + 0.5) * (0.5 - y),
+    0.25,
+)
 
 
 # ============================== initialisations ==============================

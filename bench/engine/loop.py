@@ -3,6 +3,7 @@
 Nothing global: logging goes through the `logger` passed in (anything with
 `log_epoch(epoch, metrics)`), so a trial runs the same with or without MLflow.
 """
+
 from __future__ import annotations
 
 import math
@@ -17,10 +18,11 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from bench.config import ConfigError, TrialConfig, as_dict
+from bench.data import Cifar10, augment, fit_normalizer, iterate_batches, load_cifar10, make_splits
+
 from . import diagnostics as diag
 from .components import OPTIMIZERS, SCHEDULES
-from .config import ConfigError, TrialConfig, as_dict
-from .data import Cifar10, augment, fit_normalizer, iterate_batches, load_cifar10, make_splits
 from .models import build_model
 
 EVAL_BATCH = {"cpu": 128, "cuda": 1024}  # images per evaluation pass: small batches stay in CPU cache
@@ -40,10 +42,12 @@ def resolve_device(name: str) -> torch.device:
 
 
 def git_commit() -> str:
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     try:
         out = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root, capture_output=True, text=True, timeout=5)
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=root, capture_output=True, text=True, timeout=5
+        )
         return out.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "") if out.returncode == 0 else "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"
@@ -57,25 +61,32 @@ def autocast_for(device: torch.device):
 def provenance(cfg: TrialConfig, device: torch.device, data: Cifar10, history: dict[str, list]) -> dict[str, Any]:
     """The record keys every trial kind shares: where and with what it ran, its config and its history."""
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
-    return {"device": f"{device} ({name})", "torch_version": torch.__version__, "git_commit": git_commit(),
-            "data_source": data.source, "data_digest": data.digest,
-            **{f"config.{k}": v for k, v in as_dict(cfg).items()},
-            **{f"history.{k}": v for k, v in history.items()}}
+    return {
+        "device": f"{device} ({name})",
+        "torch_version": torch.__version__,
+        "git_commit": git_commit(),
+        "data_source": data.source,
+        "data_digest": data.digest,
+        **{f"config.{k}": v for k, v in as_dict(cfg).items()},
+        **{f"history.{k}": v for k, v in history.items()},
+    }
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, prep, noise: float, generator: torch.Generator, amp) -> tuple[float, float]:
+def evaluate(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, prep, noise: float, generator: torch.Generator, amp
+) -> tuple[float, float]:
     """(mean cross-entropy loss, accuracy) in eval mode over all of x."""
     model.eval()
     loss_sum, correct = 0.0, 0
     size = EVAL_BATCH.get(x.device.type, 256)
     for start in range(0, len(x), size):
-        xb = prep(x[start:start + size])
+        xb = prep(x[start : start + size])
         if noise:
             xb = xb + noise * torch.randn(xb.shape, generator=generator).to(xb.device)
         with amp():
             logits = model(xb).float()
-        yb = y[start:start + size]
+        yb = y[start : start + size]
         loss_sum += float(nn.functional.cross_entropy(logits, yb, reduction="sum"))
         correct += int((logits.argmax(1) == yb).sum())
     model.train()
@@ -94,6 +105,7 @@ class Trial:
         self.gen = torch.Generator().manual_seed(cfg.seed)  # our inits, shuffling, augmentation, noise
         if cfg.task == "transfer":  # target classes only, a normaliser and a model built from the source
             from .transfer import setup_transfer
+
             splits, norm, make_model = setup_transfer(cfg, data, device)
         else:
             splits = make_splits(data, cfg.n_train, cfg.n_val, cfg.n_test)
@@ -168,14 +180,18 @@ class Trial:
         for key, value in metrics.items():
             self.history.setdefault(key, []).append(value)
         if self.logger is not None:
-            self.logger.log_epoch(epoch, {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)})
+            self.logger.log_epoch(
+                epoch, {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+            )
 
     def measure(self, epoch: int, extra: dict[str, Any]) -> dict[str, Any]:
         cfg = self.cfg
         self.eval_gen.manual_seed(cfg.seed + 1)  # the same test noise every epoch
         metrics = dict(extra)
         for split, (x, y) in {"train": (self.ex, self.ey), "val": (self.vx, self.vy), "test": (self.sx, self.sy)}.items():
-            metrics[f"{split}_loss"], metrics[f"{split}_acc"] = evaluate(self.model, x, y, self.prep, cfg.test_noise, self.eval_gen, self.amp)
+            metrics[f"{split}_loss"], metrics[f"{split}_acc"] = evaluate(
+                self.model, x, y, self.prep, cfg.test_noise, self.eval_gen, self.amp
+            )
         probe = diag.probe(self.model, self.px, self.py, histograms=epoch in (0, cfg.epochs))
         hist = {k: probe.pop(k) for k in list(probe) if ".hist_" in k}
         self.record.update({f"{'init' if epoch == 0 else 'final'}.{k}": v for k, v in hist.items()})
@@ -196,8 +212,16 @@ class Trial:
             self.record.update(status="diverged", diverged_epoch=epoch)
             self.done = True
             return None
-        metrics = self.measure(epoch, {"epoch": epoch, "seconds": self.train_seconds, "lr": self.cfg.lr * self.lr_at(self.step_count),
-                                       "train_loss_running": train_loss, **self.ratios})
+        metrics = self.measure(
+            epoch,
+            {
+                "epoch": epoch,
+                "seconds": self.train_seconds,
+                "lr": self.cfg.lr * self.lr_at(self.step_count),
+                "train_loss_running": train_loss,
+                **self.ratios,
+            },
+        )
         self.log(epoch, metrics)
         if not math.isfinite(metrics["val_loss"]):
             self.record.update(status="diverged", diverged_epoch=epoch)
@@ -219,21 +243,26 @@ class Trial:
         last = {k: v[-1] for k, v in history.items()}
         finals = ["train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc"]
         record.update({k: (last[k] if record["status"] == "ok" else None) for k in finals})  # None: JSON has no NaN
-        record.update({
-            "epochs_run": self.epochs_run,
-            "best_val_acc": max(history["val_acc"]),
-            "seconds": time.perf_counter() - self.wall0,
-            "train_seconds": self.train_seconds,
-            "images_per_s": len(self.tx) * self.epochs_run / max(self.train_seconds, 1e-9),
-            "n_params": sum(p.numel() for p in model.parameters()),
-            "n_train_used": len(self.tx), "n_val_used": len(self.vx), "n_test_used": len(self.sx),
-            **provenance(cfg, self.device, self.data, history),
-        })
+        record.update(
+            {
+                "epochs_run": self.epochs_run,
+                "best_val_acc": max(history["val_acc"]),
+                "seconds": time.perf_counter() - self.wall0,
+                "train_seconds": self.train_seconds,
+                "images_per_s": len(self.tx) * self.epochs_run / max(self.train_seconds, 1e-9),
+                "n_params": sum(p.numel() for p in model.parameters()),
+                "n_train_used": len(self.tx),
+                "n_val_used": len(self.vx),
+                "n_test_used": len(self.sx),
+                **provenance(cfg, self.device, self.data, history),
+            }
+        )
         return record
 
 
-def train_trial(cfg: TrialConfig, logger: EpochLogger | None = None, progress: bool = True,
-                data: Cifar10 | None = None, compile: bool = False) -> dict[str, Any]:
+def train_trial(
+    cfg: TrialConfig, logger: EpochLogger | None = None, progress: bool = True, data: Cifar10 | None = None, compile: bool = False
+) -> dict[str, Any]:
     """Train one trial and return its flat, JSON-serialisable record (see README for keys).
 
     A NaN/Inf loss ends the trial early with status "diverged": a diverged arm is a result.
@@ -242,15 +271,22 @@ def train_trial(cfg: TrialConfig, logger: EpochLogger | None = None, progress: b
     seconds include the compilation).
     """
     if cfg.task == "localize":  # its own loop: two heads, two losses, box metrics
-        from .localization import train_localization
+        from .localize import train_localization
+
         return train_localization(cfg, logger, progress, data)
     device = resolve_device(cfg.device)  # a bad device fails before the data are read
     trial = Trial(cfg, logger, data if data is not None else load_cifar10(cfg.data_dir or None), device)
     model, amp = trial.model, trial.amp
     forward = torch.compile(model) if compile else model
     trial.start()
-    bar = tqdm(total=trial.steps_per_epoch * cfg.epochs, desc=f"{cfg.model} {cfg.activation} {cfg.optimizer} seed={cfg.seed}",
-               disable=not progress, leave=False, unit="step", dynamic_ncols=True)
+    bar = tqdm(
+        total=trial.steps_per_epoch * cfg.epochs,
+        desc=f"{cfg.model} {cfg.activation} {cfg.optimizer} seed={cfg.seed}",
+        disable=not progress,
+        leave=False,
+        unit="step",
+        dynamic_ncols=True,
+    )
     for epoch in range(1, cfg.epochs + 1):
         t0 = time.perf_counter()
         diverged = False
@@ -278,8 +314,22 @@ def train_trial(cfg: TrialConfig, logger: EpochLogger | None = None, progress: b
 # ---------------------------------------------------------------------- packed trials
 # Fields that may differ between trials trained together: they change the numbers a model is
 # initialised or updated with, not its architecture, its data or its step count.
-PACKABLE = frozenset({"seed", "lr", "optimizer", "momentum", "weight_decay", "schedule", "init", "init_std",
-                      "init_dist", "augment", "input_noise", "test_noise"})
+PACKABLE = frozenset(
+    {
+        "seed",
+        "lr",
+        "optimizer",
+        "momentum",
+        "weight_decay",
+        "schedule",
+        "init",
+        "init_std",
+        "init_dist",
+        "augment",
+        "input_noise",
+        "test_noise",
+    }
+)
 
 
 def pack_key(cfg: TrialConfig) -> tuple | None:
@@ -330,8 +380,9 @@ class _Pack:
                 mod._buffers[leaf] = mod._buffers[leaf].clone()
 
 
-def train_packed(cfgs: list[TrialConfig], loggers: list[EpochLogger | None] | None = None, progress: bool = True,
-                 data: Cifar10 | None = None) -> list[dict[str, Any]]:
+def train_packed(
+    cfgs: list[TrialConfig], loggers: list[EpochLogger | None] | None = None, progress: bool = True, data: Cifar10 | None = None
+) -> list[dict[str, Any]]:
     """Train trials of one architecture together (see PACKABLE for what may differ) and return
     their records in order.
 
@@ -355,8 +406,14 @@ def train_packed(cfgs: list[TrialConfig], loggers: list[EpochLogger | None] | No
     for t in trials:
         t.start()
     cfg, amp = cfgs[0], trials[0].amp
-    bar = tqdm(total=trials[0].steps_per_epoch * cfg.epochs, desc=f"{cfg.model} x{len(trials)} packed",
-               disable=not progress, leave=False, unit="step", dynamic_ncols=True)
+    bar = tqdm(
+        total=trials[0].steps_per_epoch * cfg.epochs,
+        desc=f"{cfg.model} x{len(trials)} packed",
+        disable=not progress,
+        leave=False,
+        unit="step",
+        dynamic_ncols=True,
+    )
     active = list(trials)
     for epoch in range(1, cfg.epochs + 1):
         pack = _Pack([t.model for t in active])

@@ -1,12 +1,13 @@
 """The study runner: Optuna sweeps (TPE tuning per arm, then arms x seeds final runs),
 every trial logged to MLflow, resumable: finished trials are never repeated."""
+
 from __future__ import annotations
 
 import os
 import socket
+import subprocess
 import sys
 import time
-import subprocess
 import warnings
 from dataclasses import replace
 from pathlib import Path
@@ -18,11 +19,12 @@ from optuna.distributions import CategoricalDistribution
 from optuna.trial import TrialState
 from tqdm import tqdm
 
-from .config import as_dict
-from .data import load_cifar10
-from .studies import Arm, Study, StudyError, get_study
+from bench.config import as_dict
+from bench.data import load_cifar10
+from bench.engine.loop import pack_key, train_packed, train_trial
+
+from .files import Arm, Study, StudyError, get_study
 from .tracking import RunLogger, Tracker, redact, tracking_uri, worker_tags
-from .train import pack_key, train_packed, train_trial
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)  # the runner prints its own progress
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # TPE's constant_liar
@@ -44,11 +46,14 @@ def open_storage(url: str | None) -> Any:
             try:
                 return optuna.storages.get_storage(url)
             except ImportError as exc:
-                raise StudyError(f"cannot open Optuna storage {redact(url)}: {exc} (for PostgreSQL: pip install 'psycopg[binary]')") from None
+                raise StudyError(
+                    f"cannot open Optuna storage {redact(url)}: {exc} (for PostgreSQL: pip install 'psycopg[binary]')"
+                ) from None
             except Exception as exc:  # workers starting together on a new database race to create its tables
                 if attempt == 3 or "connection" in str(exc).lower():
-                    raise StudyError(f"cannot open Optuna storage {redact(url)}: {type(exc).__name__}: "
-                                     f"{str(exc).splitlines()[0][:200]}") from None
+                    raise StudyError(
+                        f"cannot open Optuna storage {redact(url)}: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+                    ) from None
                 time.sleep(1.0 + attempt)
     Path(DEFAULT_JOURNAL).parent.mkdir(parents=True, exist_ok=True)
     from optuna.storages.journal import JournalFileBackend
@@ -98,8 +103,19 @@ def _key(trial: optuna.trial.FrozenTrial) -> tuple:
 class StudyRun:
     """One execution of `bench study`: plans the remaining trials and runs them."""
 
-    def __init__(self, study: Study, profile: str, storage_url: str | None, uri: str, data_dir: str | None,
-                 progress: bool = True, workers: int = 1, parent: str | None = None, threads: int = 0, pack: int = 1):
+    def __init__(
+        self,
+        study: Study,
+        profile: str,
+        storage_url: str | None,
+        uri: str,
+        data_dir: str | None,
+        progress: bool = True,
+        workers: int = 1,
+        parent: str | None = None,
+        threads: int = 0,
+        pack: int = 1,
+    ):
         self.study, self.profile, self.progress, self.pack = study, profile, progress, max(1, pack)
         self.storage_url, self.workers, self.parent, self.threads = storage_url, workers, parent, threads
         self.storage = open_storage(storage_url)
@@ -116,8 +132,7 @@ class StudyRun:
     # ------------------------------------------------------------------ planning
     def _optuna(self, suffix: str, sampler: optuna.samplers.BaseSampler | None = None) -> optuna.Study:
         name = f"{self.study.name}/{self.profile}/{suffix}"
-        s = optuna.create_study(study_name=name, storage=self.storage, load_if_exists=True,
-                                direction="maximize", sampler=sampler)
+        s = optuna.create_study(study_name=name, storage=self.storage, load_if_exists=True, direction="maximize", sampler=sampler)
         fail_stale(s)
         return s
 
@@ -153,23 +168,42 @@ class StudyRun:
             self._run_extras()
             print(f"{label} is complete: {done}/{total} trials finished; nothing to run. `bench report` reads them.")
             return 0
-        print(f"{label}: {total - done} of {total} trials to run ({done} already finished); "
-              f"arms: {', '.join(a.name for a in self.arms)}; seeds: {len(self.seeds)}"
-              + (f"; up to {self.pack} trials of one architecture train packed in each process" if self.pack > 1 else ""),
-              flush=True)
+        print(
+            f"{label}: {total - done} of {total} trials to run ({done} already finished); "
+            f"arms: {', '.join(a.name for a in self.arms)}; seeds: {len(self.seeds)}"
+            + (f"; up to {self.pack} trials of one architecture train packed in each process" if self.pack > 1 else ""),
+            flush=True,
+        )
         self.data = load_cifar10(self.data_dir)
         own_parent = self.parent is None
         if own_parent:
             self.parent = self.tracker.start_run(
                 f"{self.study.name} {self.profile} {time.strftime('%Y-%m-%d %H:%M:%S')}",
-                {"bench.study": self.study.name, "bench.profile": self.profile, "bench.kind": "study",
-                 "bench.claims": ",".join(self.study.claims), **worker_tags()},
-                {"arms": ",".join(a.name for a in self.arms), "seeds": len(self.seeds), "study_file": self.study.path,
-                 "tuning": repr(self.study.tuning) if self.study.tuning_trials(self.profile) else "none",
-                 "tuning_trials_per_arm": self.study.tuning_trials(self.profile)})
+                {
+                    "bench.study": self.study.name,
+                    "bench.profile": self.profile,
+                    "bench.kind": "study",
+                    "bench.claims": ",".join(self.study.claims),
+                    **worker_tags(),
+                },
+                {
+                    "arms": ",".join(a.name for a in self.arms),
+                    "seeds": len(self.seeds),
+                    "study_file": self.study.path,
+                    "tuning": repr(self.study.tuning) if self.study.tuning_trials(self.profile) else "none",
+                    "tuning_trials_per_arm": self.study.tuning_trials(self.profile),
+                },
+            )
         workers = self._spawn_workers() if self.workers > 1 else []
-        self.bar = tqdm(total=total, initial=done, desc=self.study.name, unit="trial", disable=not self.progress,
-                        dynamic_ncols=True, file=sys.stderr)
+        self.bar = tqdm(
+            total=total,
+            initial=done,
+            desc=self.study.name,
+            unit="trial",
+            disable=not self.progress,
+            dynamic_ncols=True,
+            file=sys.stderr,
+        )
         status = "FINISHED"
         try:
             self._tune_all()
@@ -193,7 +227,10 @@ class StudyRun:
         if own_parent:
             self._run_extras()
         done, total = self.plan()
-        print(f"{label}: {done}/{total} trials finished" + (f"; {len(self.failures)} failed and will be rerun next time:" if self.failures else ""))
+        print(
+            f"{label}: {done}/{total} trials finished"
+            + (f"; {len(self.failures)} failed and will be rerun next time:" if self.failures else "")
+        )
         for line in self.failures:
             print(f"  {line}")
         return 1 if self.failures else 0
@@ -207,8 +244,16 @@ class StudyRun:
             if self.tracker.client.search_runs([self.tracker.experiment_id], query, max_results=1):
                 continue
             print(f"extra {name}: {EXTRAS.help(name)}", flush=True)
-            run_id = self.tracker.start_run(f"extra {name}", {"bench.study": self.study.name, "bench.kind": "extra",
-                                                             "bench.extra": name, "bench.profile": self.profile, **worker_tags()})
+            run_id = self.tracker.start_run(
+                f"extra {name}",
+                {
+                    "bench.study": self.study.name,
+                    "bench.kind": "extra",
+                    "bench.extra": name,
+                    "bench.profile": self.profile,
+                    **worker_tags(),
+                },
+            )
             try:
                 self.tracker.log_dict(run_id, EXTRAS.get(name)(), f"{name}.json")
             except BaseException:
@@ -218,9 +263,24 @@ class StudyRun:
 
     def _spawn_workers(self) -> list[subprocess.Popen]:
         """Start workers-1 more processes on the same stores and parent run; this one is worker 1."""
-        cmd = [sys.executable, "-m", "bench", "study", self.study.name, "--profile", self.profile, "--no-progress",
-               "--tracking-uri", self.tracker.uri, "--parent-run", self.parent, "--threads", str(self.threads),
-               "--pack", str(self.pack)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "bench",
+            "study",
+            self.study.name,
+            "--profile",
+            self.profile,
+            "--no-progress",
+            "--tracking-uri",
+            self.tracker.uri,
+            "--parent-run",
+            self.parent,
+            "--threads",
+            str(self.threads),
+            "--pack",
+            str(self.pack),
+        ]
         if self.storage_url:
             cmd += ["--storage", self.storage_url]
         if self.data_dir:
@@ -274,8 +334,12 @@ class StudyRun:
         while True:
             trials = ostudy.get_trials(deepcopy=False)
             taken = {_key(t) for t in trials if t.state in (TrialState.WAITING, TrialState.RUNNING, TrialState.COMPLETE)}
-            todo = [(a.name, s) for a in self.arms for s in self.seeds
-                    if (a.name, s) not in taken and (a.name, s) not in self.failed_keys]
+            todo = [
+                (a.name, s)
+                for a in self.arms
+                for s in self.seeds
+                if (a.name, s) not in taken and (a.name, s) not in self.failed_keys
+            ]
             for name, seed in todo:
                 ostudy.enqueue_trial({"arm": name, "seed": seed})
             if not todo and not any(t.state == TrialState.WAITING for t in trials):
@@ -301,8 +365,9 @@ class StudyRun:
             trial.set_user_attr(key.split(".")[1], value)
         return trial
 
-    def _claim_final(self, ostudy: optuna.Study, dists: dict, by_name: dict[str, Arm],
-                     tuned: dict[str, float | None]) -> tuple | None:
+    def _claim_final(
+        self, ostudy: optuna.Study, dists: dict, by_name: dict[str, Arm], tuned: dict[str, float | None]
+    ) -> tuple | None:
         """Pop the next enqueued (arm, seed): (trial, arm, seed, extra), or None when it is done
         or being done elsewhere (pruned) or cannot run (failed)."""
         trial = self._ask(ostudy, dists)
@@ -324,7 +389,7 @@ class StudyRun:
         """Train claimed trials, packed where their configs share an architecture (pack_key);
         one bool per item: True when it finished."""
         groups: dict[Any, list[int]] = {}
-        for i, (trial, arm, seed, extra) in enumerate(items):
+        for i, (_trial, arm, seed, extra) in enumerate(items):
             key = pack_key(self.study.config(self.profile, arm, seed, **extra))
             groups.setdefault(("alone", i) if key is None else key, []).append(i)
         ok = [False] * len(items)
@@ -344,15 +409,31 @@ class StudyRun:
             raise
         return ok
 
-    def _start_run(self, trial: optuna.Trial, stage: str, arm: Arm, seed: int, extra: dict, cfg, packed: int = 1,
-                   more_tags: dict | None = None) -> tuple[str, dict]:
+    def _start_run(
+        self,
+        trial: optuna.Trial,
+        stage: str,
+        arm: Arm,
+        seed: int,
+        extra: dict,
+        cfg,
+        packed: int = 1,
+        more_tags: dict | None = None,
+    ) -> tuple[str, dict]:
         """Open the trial's MLflow run (child of the study run); (run id, its tags)."""
         for key, value in worker_tags().items():
             trial.set_user_attr(key.split(".")[1], value)
-        tags = {"bench.study": self.study.name, "bench.arm": arm.name, "bench.seed": str(seed),
-                "bench.claims": ",".join(self.study.claims), "bench.profile": self.profile, "bench.stage": stage,
-                "bench.optuna_trial": str(trial.number), **{f"bench.factor.{f}": a for f, a in arm.factors.items()},
-                **worker_tags()}
+        tags = {
+            "bench.study": self.study.name,
+            "bench.arm": arm.name,
+            "bench.seed": str(seed),
+            "bench.claims": ",".join(self.study.claims),
+            "bench.profile": self.profile,
+            "bench.stage": stage,
+            "bench.optuna_trial": str(trial.number),
+            **{f"bench.factor.{f}": a for f, a in arm.factors.items()},
+            **worker_tags(),
+        }
         if extra:
             tags.update({f"bench.tuned_{k}" if stage == "final" else f"bench.tune_{k}": str(v) for k, v in extra.items()})
         if packed > 1:
@@ -364,10 +445,19 @@ class StudyRun:
 
     def _log_record(self, run_id: str, trial: optuna.Trial, record: dict) -> None:
         self.tracker.log_dict(run_id, record, "record.json")
-        self.tracker.set_tags(run_id, {"bench.status": record["status"], "bench.data_source": record["data_source"],
-                                       "bench.device": record["device"], "bench.git_commit": record["git_commit"]})
+        self.tracker.set_tags(
+            run_id,
+            {
+                "bench.status": record["status"],
+                "bench.data_source": record["data_source"],
+                "bench.device": record["device"],
+                "bench.git_commit": record["git_commit"],
+            },
+        )
         summary = {k: record[k] for k in ("epochs_run", "seconds", "train_seconds", "images_per_s", "best_val_acc")}
-        self.tracker.log_metrics(run_id, {**summary, "diverged": float(record["status"] == "diverged")}, step=record["epochs_run"])
+        self.tracker.log_metrics(
+            run_id, {**summary, "diverged": float(record["status"] == "diverged")}, step=record["epochs_run"]
+        )
         trial.set_user_attr("status", record["status"])
 
     def _finish(self, ostudy: optuna.Study, trial: optuna.Trial, run_id: str, record: dict) -> None:
@@ -407,8 +497,10 @@ class StudyRun:
                 run_id, tags = self._start_run(trial, stage, arm, seed, extra, cfg, more_tags=more_tags)
                 self.bar.set_postfix_str(f"{stage} {arm.name} seed={seed}")
 
-                def on_epoch(epoch: int, m: dict) -> None:
-                    self.bar.set_postfix_str(f"{stage} {arm.name} seed={seed} epoch {epoch}/{cfg.epochs} val_acc {m.get('val_acc', 0):.3f}")
+                def on_epoch(epoch: int, m: dict, cfg=cfg) -> None:
+                    self.bar.set_postfix_str(
+                        f"{stage} {arm.name} seed={seed} epoch {epoch}/{cfg.epochs} val_acc {m.get('val_acc', 0):.3f}"
+                    )
 
                 record = train_trial(cfg, RunLogger(self.tracker, run_id, on_epoch), progress=False, data=self.data)
                 self._log_record(run_id, trial, record)
@@ -506,8 +598,18 @@ def run_study_cli(args) -> int:
     threads = args.threads or max(1, (os.cpu_count() or 1) // args.workers)
     torch_threads(threads)
     uri = tracking_uri(args.tracking_uri)
-    run = StudyRun(study, profile, args.storage, uri, args.data_dir or None, progress=not args.no_progress,
-                   workers=args.workers, parent=args.parent_run, threads=threads, pack=pack)
+    run = StudyRun(
+        study,
+        profile,
+        args.storage,
+        uri,
+        args.data_dir or None,
+        progress=not args.no_progress,
+        workers=args.workers,
+        parent=args.parent_run,
+        threads=threads,
+        pack=pack,
+    )
     return run.run()
 
 

@@ -1,0 +1,103 @@
+"""`bench list` (every registry and study) and `bench train` (one trial, a table row per epoch)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from bench.config import FIELDS, parse_overrides
+
+EPOCH_COLUMNS = [
+    ("epoch", "{:>5}"),
+    ("train_loss", "{:>10.4f}"),
+    ("train_acc", "{:>9.3f}"),
+    ("val_loss", "{:>8.4f}"),
+    ("val_acc", "{:>7.3f}"),
+    ("test_acc", "{:>8.3f}"),
+    ("lr", "{:>9.2e}"),
+    ("seconds", "{:>7.1f}"),
+]
+
+
+class TablePrinter:
+    """Prints one row per epoch (the `log_epoch` logger interface of train_trial)."""
+
+    def __init__(self, stream=sys.stdout):
+        self.stream = stream
+        print("  ".join(f"{name:>{len(fmt.format(0)) if 'e' not in fmt else 9}}" for name, fmt in EPOCH_COLUMNS), file=stream)
+
+    def log_epoch(self, epoch: int, metrics: dict[str, float]) -> None:
+        cells = [fmt.format(metrics.get(name, float("nan"))) for name, fmt in EPOCH_COLUMNS]
+        print("  ".join(cells), file=self.stream, flush=True)
+
+
+def cmd_list(args) -> int:
+    from bench.data import NORMALIZATIONS
+    from bench.study.files import list_studies
+
+    from .components import ACTIVATIONS, INITS, OPTIMIZERS, SCHEDULES
+    from .models import MODELS
+
+    for title, reg in [
+        ("models", MODELS),
+        ("activations", ACTIVATIONS),
+        ("inits", INITS),
+        ("optimizers", OPTIMIZERS),
+        ("schedules", SCHEDULES),
+        ("normalizations", NORMALIZATIONS),
+    ]:
+        print(f"{title}:")
+        for name in reg:
+            print(f"  {name:<18} {reg.help(name)}")
+    print("studies:")
+    for study in list_studies():
+        print(f"  {study.name:<18} claims: {', '.join(study.claims)}")
+    return 0
+
+
+def cmd_train(args) -> int:
+    from bench.config import make_config
+
+    from .loop import train_trial
+
+    overrides = parse_overrides(args.overrides)
+    if args.data_dir:
+        overrides["data_dir"] = args.data_dir
+    cfg = make_config(overrides)
+    out = sys.stderr if args.json else sys.stdout
+    print(
+        f"training {cfg.model} ({cfg.activation}, init={cfg.init}, {cfg.optimizer} lr={cfg.lr}) for {cfg.epochs} epochs, "
+        f"seed {cfg.seed}",
+        file=out,
+    )
+    record = train_trial(cfg, logger=TablePrinter(out), progress=not args.no_progress)
+    acc = lambda v: "n/a" if v is None else f"{v:.4f}"  # noqa: E731
+    print(
+        f"\nstatus {record['status']}"
+        + (f" at epoch {record['diverged_epoch']}" if record["diverged_epoch"] else "")
+        + f" | test_acc {acc(record['test_acc'])} | val_acc {acc(record['val_acc'])} | train_acc {acc(record['train_acc'])}"
+        + f" | {record['epochs_run']} epochs in {record['train_seconds']:.1f}s ({record['images_per_s']:.0f} images/s)"
+        + f" | {record['device']} | {record['data_source']}",
+        file=out,
+    )
+    if args.json:
+        print(json.dumps(record, allow_nan=False, default=str))
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("list", help="print every registry (and study) with one line per entry")
+    p.set_defaults(func=cmd_list)
+    p = sub.add_parser(
+        "train",
+        help="train one trial: bench train model=cnn epochs=2 n_train=5000",
+        description=f"Train one trial. Keys: {', '.join(FIELDS)}",
+    )
+    p.add_argument("overrides", nargs="*", metavar="key=value")
+    p.add_argument("--json", action="store_true", help="print the final record as one JSON line on stdout (last line)")
+    p.add_argument(
+        "--data-dir", help="CIFAR-10 folder (cifar-10-batches-py or ImageFolder); default $BENCH_DATA_DIR, else ./data"
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_train)

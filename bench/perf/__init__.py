@@ -1,0 +1,1 @@
+"""Speed measurement: `bench speed` (speed.py) and `bench gpu-check` (gpucheck.py)."""

@@ -1,0 +1,48 @@
+"""`bench study` (run, resume or plan a study) and `bench ui` (the MLflow UI over the project's store)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def cmd_study(args) -> int:
+    from .runner import run_study_cli
+
+    return run_study_cli(args)
+
+
+def cmd_ui(args) -> int:
+    import subprocess
+
+    from .tracking import tracking_uri
+
+    uri = tracking_uri(args.tracking_uri)
+    print(f"MLflow UI for {uri}: http://{args.host}:{args.port}  (Ctrl-C stops it)", flush=True)
+    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", args.host, "--port", str(args.port)]
+    return subprocess.call(cmd)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("study", help="run a declarative study from studies/")
+    p.add_argument("name")
+    p.add_argument("--profile", choices=["smoke", "quick", "full"])
+    p.add_argument("--data-dir")
+    p.add_argument("--storage", help="Optuna storage URL (default: journal file under the project)")
+    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)")
+    p.add_argument("--workers", type=int, default=1, help="processes sharing the study on this machine (default 1)")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads per worker (default: cores / workers)")
+    p.add_argument(
+        "--pack",
+        type=int,
+        default=0,
+        help="trials of one architecture trained together per process (default: 8 on CUDA, 1 on CPU)",
+    )
+    p.add_argument("--parent-run", help=argparse.SUPPRESS)  # set by --workers for the extra processes
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_study)
+    p = sub.add_parser("ui", help="open the MLflow UI over the project's store (bound to 127.0.0.1)")
+    p.add_argument("--tracking-uri")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=5000)
+    p.set_defaults(func=cmd_ui)

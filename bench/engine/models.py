@@ -3,6 +3,8 @@ activation, init, batchnorm and dropout from the trial config."""
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -55,7 +57,7 @@ def _act(cfg) -> nn.Module:
 def build_mlp(cfg, in_shape: tuple[int, ...]) -> nn.Module:
     depth, width = cfg.depth or 3, cfg.width or 256
     layers: list[nn.Module] = [nn.Flatten()]
-    fan_in = int(torch.tensor(in_shape).prod())
+    fan_in = math.prod(in_shape)
     for _ in range(depth):
         layers.append(nn.Linear(fan_in, width, bias=not cfg.batchnorm))
         if cfg.batchnorm:
@@ -68,7 +70,7 @@ def build_mlp(cfg, in_shape: tuple[int, ...]) -> nn.Module:
 
 @MODELS.register("linear", "a single linear layer + softmax: the linear classifier baseline (no hidden layers)")
 def build_linear(cfg, in_shape: tuple[int, ...]) -> nn.Module:
-    return nn.Sequential(nn.Flatten(), nn.Linear(int(torch.tensor(in_shape).prod()), NUM_CLASSES))
+    return nn.Sequential(nn.Flatten(), nn.Linear(math.prod(in_shape), NUM_CLASSES))
 
 
 def _conv_bn_act(cfg, c_in: int, c_out: int) -> list[nn.Module]:

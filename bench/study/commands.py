@@ -7,6 +7,10 @@ import sys
 
 
 def cmd_study(args) -> int:
+    if args.plan:  # nothing trained, no store opened
+        from .plan import run_plan
+
+        return run_plan(args)
     from .runner import run_study_cli
 
     return run_study_cli(args)
@@ -40,6 +44,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--parent-run", help=argparse.SUPPRESS)  # set by --workers for the extra processes
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument(
+        "--plan",
+        action="store_true",
+        help="print the trials, images and epochs of the profile and the estimated wall time on this device; train nothing",
+    )
+    p.add_argument("--device", default="auto", help="--plan: estimate for this device (auto, cpu, cuda) (default auto)")
     p.set_defaults(func=cmd_study)
     p = sub.add_parser("ui", help="open the MLflow UI over the project's store (bound to 127.0.0.1)")
     p.add_argument("--tracking-uri")

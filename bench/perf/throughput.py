@@ -1,0 +1,138 @@
+"""Training throughput tables and the time estimate `bench study --plan` gives: seconds per training image
+as a line in the model's multiply-adds per image, fitted to what `bench speed` measured on a device, or to a
+built-in table whose source is named."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench.data.cache import cache_dir
+
+# Built-in measurements, per device kind: (model label, multiply-adds per image forward, training images/s
+# of one trial at batch 128, with evaluation excluded). Each names its source.
+BUILTIN: dict[str, dict[str, Any]] = {
+    "cpu": {
+        "source": "bench speed on a 2-core x86_64 CPU (the CI machine), code of 2026-11-27 (55381fb): "
+        "cnn 2,024 and resnet20 579 images/s",
+        "points": [("cnn", 10_323_200, 2024.0), ("resnet20", 40_551_040, 579.0)],
+        "speedup": 1.0,  # aggregate throughput of the default concurrency over one trial at a time
+    },
+    "cuda": {
+        "source": "issue #11: NVIDIA H200, torch 2.11, bf16, code 55381fb (before CUDA graphs): resnet20 11,075 "
+        "images/s one trial, 15,588 aggregate packed k=4 (x1.15 over 13,553); no CNN figure, so the line is "
+        "flat (per-step overhead dominates small models there)",
+        "points": [("resnet20", 40_551_040, 11075.0)],
+        "speedup": 1.15,
+    },
+}
+EVAL_COST = 1 / 3  # an evaluated image costs about a third of a trained one (forward only, no backward)
+
+
+def table_path(device_kind: str) -> Path:
+    """Where `bench speed` leaves its latest measurement for a device kind ("cpu", "cuda")."""
+    return cache_dir() / "speed" / f"{device_kind}.json"
+
+
+@dataclass(frozen=True)
+class Throughput:
+    """Seconds per training image = per_image + per_mac * multiply-adds per image (one trial alone), and
+    the aggregate speed-up of the default concurrency; `source` says where the figures come from."""
+
+    per_image: float
+    per_mac: float
+    speedup: float
+    source: str
+
+    def seconds(self, macs: float, train_images: float, eval_images: float) -> float:
+        per = self.per_image + self.per_mac * macs
+        return per * (train_images + EVAL_COST * eval_images) / self.speedup
+
+
+def fit(points: list[tuple[str, float, float]], speedup: float, source: str) -> Throughput:
+    """The line through (macs, seconds per image) points: least squares for 2+ points; one point gives a flat
+    line (every model as fast as the measured one per image) when `flat`, else a line through the origin."""
+    xs = [float(m) for _, m, _ in points]
+    ys = [1.0 / float(r) for _, _, r in points]
+    if len(points) >= 2 and max(xs) > min(xs):
+        mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
+        slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sum((x - mx) ** 2 for x in xs)
+        slope = max(slope, 0.0)
+        return Throughput(max(my - slope * mx, 0.0), slope, speedup, source)
+    return Throughput(ys[0], 0.0, speedup, source)
+
+
+def measured(device_kind: str) -> Throughput | None:
+    """The table `bench speed --json` (or any `bench speed` run) left for this device kind, if any."""
+    path = table_path(device_kind)
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    points = [
+        (r["model"], r["macs"], r["images_per_s"])
+        for r in data.get("rows", [])
+        if r.get("variant") == "pipeline" and r.get("macs") and r.get("images_per_s")
+    ]
+    if not points:
+        return None
+    speedup = max([float(r.get("aggregate_speedup", 1.0)) for r in data.get("rows", [])] + [1.0])
+    return fit(points, speedup, f"bench speed on {data.get('device', device_kind)}, {data.get('date', '?')} ({path})")
+
+
+def throughput(device_kind: str) -> Throughput:
+    """The measured table for this device kind, else the built-in one."""
+    got = measured(device_kind)
+    if got is not None:
+        return got
+    b = BUILTIN["cuda" if device_kind == "cuda" else "cpu"]
+    return fit(b["points"], b["speedup"], "built-in: " + b["source"])
+
+
+def macs_per_image(cfg) -> int:
+    """Multiply-adds of one forward pass of cfg's model on one input (conv and linear layers), counted on
+    the meta device: nothing is computed."""
+    import torch
+    from torch import nn
+
+    from bench.engine.models import build_model
+
+    shape = (
+        (cfg.pca_k,)
+        if cfg.normalization in ("pca", "pca_whiten")
+        else (3, cfg.canvas, cfg.canvas)
+        if cfg.task == "localize"
+        else (3, 32, 32)
+    )
+    with torch.device("meta"):
+        model = build_model(cfg, shape, None)
+    total = 0
+
+    def hook(module, inputs, output):
+        nonlocal total
+        if isinstance(module, nn.Conv2d):
+            k = module.weight[0].numel()  # in/groups * kh * kw
+            total += k * output[0].numel()
+        elif isinstance(module, nn.Linear):
+            total += module.in_features * module.out_features
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    model.eval()  # BatchNorm in training mode refuses a batch of one
+    with torch.no_grad():
+        model(torch.empty((1, *shape), device="meta"))
+    for h in handles:
+        h.remove()
+    return total
+
+
+def fmt_seconds(s: float) -> str:
+    if not math.isfinite(s):
+        return "?"
+    if s < 90:
+        return f"{s:.0f} s"
+    if s < 5400:
+        return f"{s / 60:.0f} min"
+    return f"{s / 3600:.1f} h"

@@ -1,0 +1,109 @@
+"""`bench study NAME --plan`: what a profile would train (trials, images, epochs) and about how long it would
+take on this device, before anything is trained or any store is opened."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from bench.config import TrialConfig
+
+from .files import Study, get_study
+
+CIFAR_TRAIN, CIFAR_TEST, CLASSES = 50_000, 10_000, 10
+SOURCE_CLASSES = 5  # transfer: the source trains on classes 0-4, the target on 5-9
+
+
+@dataclass
+class Cost:
+    """What one trial trains and evaluates: images per epoch, epochs, evaluated images over the run."""
+
+    train_per_epoch: int
+    epochs: int
+    eval_images: int
+    pretrain_images: int = 0  # transfer: the source's training images (trained once per source, then cached)
+
+    @property
+    def train_images(self) -> int:
+        return self.train_per_epoch * self.epochs
+
+
+def trial_cost(cfg: TrialConfig) -> Cost:
+    """Images one trial of `cfg` trains and evaluates (the splits' sizes as bench.data computes them)."""
+    if cfg.task == "transfer":
+        per_class_left = CIFAR_TRAIN // CLASSES - cfg.n_val // SOURCE_CLASSES
+        train = (cfg.per_class or per_class_left) * SOURCE_CLASSES
+        test = cfg.n_test or CIFAR_TEST // 2
+        source = (cfg.n_train or CIFAR_TRAIN // 2) * cfg.pretrain_epochs if cfg.transfer != "scratch" else 0
+    else:
+        train = cfg.n_train or CIFAR_TRAIN - cfg.n_val
+        test = cfg.n_test or CIFAR_TEST
+        source = 0
+    per_epoch_eval = min(cfg.eval_train_size, train) + cfg.n_val + test + cfg.probe_size
+    return Cost(train, cfg.epochs, per_epoch_eval * (cfg.epochs + 1), source)
+
+
+@dataclass
+class Line:
+    stage: str  # "tune" or "final"
+    arm: str
+    trials: int
+    cost: Cost
+    macs: int
+    seconds: float
+
+
+def plan_lines(study: Study, profile: str, device_kind: str) -> tuple[list[Line], str]:
+    """One line per (stage, arm) with its trial count, per-trial cost and estimated seconds; the estimate's source."""
+    from bench.perf.throughput import macs_per_image, throughput
+
+    rate = throughput(device_kind)
+    tune_seed = study.tuning.seed if study.tuning else 0
+    lines = []
+    sources_seen: set[tuple] = set()
+    for arm in study.arms(profile):
+        for stage, n, seed in (("tune", study.tuning_trials(profile), tune_seed), ("final", len(study.seeds(profile)), 0)):
+            if n == 0:
+                continue
+            cfg = study.config(profile, arm, seed)
+            cost, macs = trial_cost(cfg), macs_per_image(cfg)
+            seconds = n * rate.seconds(macs, cost.train_images, cost.eval_images)
+            if cost.pretrain_images:  # one source per (source config, seed): trained once, cached for the rest
+                key = (cfg.model, cfg.width, cfg.depth, cfg.pretrain_epochs, cfg.n_train)
+                seeds = {seed} if stage == "tune" else set(study.seeds(profile))
+                new = {s for s in seeds if (key, s) not in sources_seen}
+                sources_seen |= {(key, s) for s in new}
+                seconds += len(new) * rate.seconds(macs, cost.pretrain_images, 0)
+            lines.append(Line(stage, arm.name, n, cost, macs, seconds))
+    return lines, rate.source
+
+
+def device_kind(name: str) -> str:
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return "cuda" if name.startswith("cuda") else "cpu"
+
+
+def run_plan(args) -> int:
+    from bench.perf.throughput import fmt_seconds
+
+    from .runner import default_profile
+
+    study = get_study(args.name)
+    profile = args.profile or default_profile()[0]
+    kind = device_kind(args.device)
+    lines, source = plan_lines(study, profile, kind)
+    total_trials = sum(line.trials for line in lines)
+    images = sum(line.trials * line.cost.train_images for line in lines)
+    print(f"plan: study {study.name}, profile {profile}, device {kind} (nothing is trained, no store is opened)")
+    print(f"{'stage':<6} {'arm':<28} {'trials':>6} {'images/epoch':>12} {'epochs':>6} {'MMAC/img':>9} {'est. time':>10}")
+    for line in lines:
+        print(
+            f"{line.stage:<6} {line.arm:<28} {line.trials:>6} {line.cost.train_per_epoch:>12,} {line.cost.epochs:>6} "
+            f"{line.macs / 1e6:>9.1f} {fmt_seconds(line.seconds):>10}"
+        )
+    seconds = sum(line.seconds for line in lines)
+    print(f"total: {total_trials} trials, {images / 1e6:.1f} M training images, estimated {fmt_seconds(seconds)} on {kind}")
+    print(f"estimate from: {source}")
+    return 0

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from .analyses import build_sections
 from .figures import FigureMaker
 from .load import REPORT_EXPERIMENT, load_extras, load_runs, run_url
 from .render import Meta, render_html, render_md
 from .section import Link, Section
+from .sections import build_sections
 
 
 def _values(df: pd.DataFrame, column: str) -> list[str]:

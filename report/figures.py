@@ -35,7 +35,8 @@ class FigureMaker:
     def enabled(self) -> bool:
         return self.dir is not None
 
-    def _save(self, fig, name: str, title: str, caption: str) -> Figure:
+    def save(self, fig, name: str, title: str, caption: str) -> Figure:
+        """Title, lay out and write `fig` as figures/<name>.png; the Figure the section lists."""
         fig.suptitle(title, fontsize=12, fontweight="bold")
         fig.tight_layout()
         fig.savefig(self.dir / f"{name}.png", dpi=DPI)
@@ -88,8 +89,8 @@ class FigureMaker:
             if log:
                 _log_ticks(ax)
             ax.xaxis.get_major_locator().set_params(integer=True)
-        _legend_outside(axes[0][-1], hue)
-        return self._save(fig, name, title, caption or BAND)
+        legend_outside(axes[0][-1], hue)
+        return self.save(fig, name, title, caption or BAND)
 
     # ------------------------------------------------------------------ per-layer profiles
     def layer_profile(
@@ -140,8 +141,8 @@ class FigureMaker:
             if logy:
                 _log_ticks(ax)
             ax.xaxis.get_major_locator().set_params(integer=True)
-        _legend_outside(axes[0][-1], hue)
-        return self._save(fig, name, title, caption or BAND)
+        legend_outside(axes[0][-1], hue)
+        return self.save(fig, name, title, caption or BAND)
 
     def histograms(
         self,
@@ -186,7 +187,7 @@ class FigureMaker:
                     ax.set_title(layer, fontsize=8)
                 if j == 0:
                     ax.set_ylabel(_short(arm, shown), fontsize=8, rotation=0, ha="right", va="center")
-        return self._save(
+        return self.save(
             fig,
             name,
             title,
@@ -247,8 +248,8 @@ class FigureMaker:
             ax.set(ylabel=ylabel, title=str(panel) if panel is not None else "", yscale="log" if logy else "linear")
             ax.tick_params(axis="x", rotation=30 if data[x].astype(str).str.len().max() > 6 else 0)
         if hue:
-            _legend_outside(axes[0][-1], hue)
-        return self._save(fig, name, title, caption or "points: mean over seeds; bars: 95% t interval")
+            legend_outside(axes[0][-1], hue)
+        return self.save(fig, name, title, caption or "points: mean over seeds; bars: 95% t interval")
 
     def scatter(
         self,
@@ -278,8 +279,8 @@ class FigureMaker:
         plot(data, x=x, y=y, hue=hue, ax=ax, **kwargs)
         ax.set(xlabel=xlabel, ylabel=ylabel, xscale="log" if logx else "linear", yscale="log" if logy else "linear")
         if hue:
-            _legend_outside(ax, hue)
-        return self._save(fig, name, title, caption)
+            legend_outside(ax, hue)
+        return self.save(fig, name, title, caption)
 
     def versus(
         self,
@@ -345,122 +346,8 @@ class FigureMaker:
                 ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
                 ax.minorticks_off()
         if hue:
-            _legend_outside(axes[0][-1], hue)
-        return self._save(fig, name, title, caption or "points: mean over seeds; bars: 95% t interval")
-
-    def loss_roles(self, name: str, title: str, runs: pd.DataFrame, hue: str, caption: str = "") -> Figure | None:
-        """CS231n's learning-rate figure from real runs: training loss per epoch on a linear axis cut at 1.5× the
-        largest starting loss, one line and band per `hue`; a curve that leaves the axis (or a run that diverged)
-        is drawn to the top edge and marked ✕."""
-        if not self.enabled or runs.empty:
-            return None
-        data = long_history(runs, ["train_loss"], by=hue)
-        data = data[np.isfinite(data["value"].astype(float))]
-        if data.empty:
-            return None
-        top = 1.5 * float(data.loc[data["epoch"] == 0, "value"].max() if (data["epoch"] == 0).any() else data["value"].max())
-        fig, ax = plt.subplots(figsize=(8.6, 4.4))
-        order = list(dict.fromkeys(runs[hue]))
-        colours = dict(zip(order, sns.color_palette("colorblind", len(order))))
-        for h in order:
-            sub = data[data[hue] == h].assign(value=lambda d: d["value"].clip(upper=top))
-            sns.lineplot(
-                sub,
-                x="epoch",
-                y="value",
-                errorbar=band,
-                marker="o",
-                markersize=4,
-                color=colours[h],
-                label=h,
-                ax=ax,
-                err_kws={"alpha": 0.12},
-            )
-            gone = sub[sub["value"] >= top]
-            blown = runs[(runs[hue] == h) & (runs["status"] == "diverged")]
-            if len(gone) or len(blown):
-                e = float(gone["epoch"].min()) if len(gone) else float(blown["diverged_epoch"].min())
-                ax.plot([e], [top], "X", color=colours[h], markersize=11, markeredgecolor="black", clip_on=False)
-                ax.annotate("diverged", (e, top), textcoords="offset points", xytext=(6, -12), fontsize=8, color=colours[h])
-        ax.set(xlabel="epoch", ylabel="training loss", ylim=(0, top * 1.02))
-        ax.xaxis.get_major_locator().set_params(integer=True)
-        _legend_outside(ax, hue)
-        return self._save(fig, name, title, caption or BAND)
-
-    def heatmap(
-        self,
-        name: str,
-        title: str,
-        means: pd.DataFrame,
-        labels: pd.DataFrame,
-        cbar: str,
-        caption: str = "",
-        cmap: str = "viridis",
-    ) -> Figure | None:
-        """A rows × columns grid coloured by `means` (NaN: grey), each cell annotated with its `labels` text."""
-        if not self.enabled or means.empty:
-            return None
-        fig, ax = plt.subplots(figsize=(1.5 * means.shape[1] + 2.8, 0.62 * means.shape[0] + 1.6))
-        sns.heatmap(
-            means.astype(float),
-            annot=labels.values,
-            fmt="",
-            cmap=cmap,
-            cbar_kws={"label": cbar},
-            linewidths=0.5,
-            linecolor="white",
-            ax=ax,
-            annot_kws={"fontsize": 8},
-        )
-        ax.set_facecolor("0.85")
-        ax.set(xlabel=means.columns.name or "", ylabel=means.index.name or "")
-        ax.tick_params(axis="y", rotation=0)
-        return self._save(fig, name, title, caption)
-
-    def boxes(
-        self,
-        name: str,
-        title: str,
-        rows: list[tuple[str, list[np.ndarray], list[list[tuple]]]],
-        captions: list[list[str]],
-        caption: str = "",
-    ) -> Figure | None:
-        """A grid of images with boxes drawn on them: one row per (label, images (H, W, 3) uint8, boxes per image
-        as (cx, cy, w, h in image-side units, colour, line style)), each tile titled by `captions[row][col]`."""
-        if not self.enabled or not rows or not rows[0][1]:
-            return None
-        n_cols = max(len(imgs) for _, imgs, _ in rows)
-        fig, axes = plt.subplots(len(rows), n_cols, figsize=(1.55 * n_cols + 1.0, 1.75 * len(rows) + 0.5), squeeze=False)
-        for i, (label, imgs, boxes) in enumerate(rows):
-            for j in range(n_cols):
-                ax = axes[i][j]
-                ax.set_xticks([])
-                ax.set_yticks([])
-                ax.grid(False)
-                if j >= len(imgs):
-                    ax.axis("off")
-                    continue
-                img = imgs[j]
-                side_y, side_x = img.shape[:2]
-                ax.imshow(img, interpolation="nearest", extent=(0, side_x, side_y, 0))
-                for cx, cy, w, h, colour, style in boxes[j]:
-                    ax.add_patch(
-                        matplotlib.patches.Rectangle(
-                            ((cx - w / 2) * side_x, (cy - h / 2) * side_y),
-                            w * side_x,
-                            h * side_y,
-                            fill=False,
-                            edgecolor=colour,
-                            linestyle=style,
-                            linewidth=1.6,
-                        )
-                    )
-                ax.set_xlim(0, side_x)
-                ax.set_ylim(side_y, 0)
-                ax.set_title(captions[i][j], fontsize=6.5)
-                if j == 0:
-                    ax.set_ylabel(label, fontsize=8, rotation=0, ha="right", va="center")
-        return self._save(fig, name, title, caption)
+            legend_outside(axes[0][-1], hue)
+        return self.save(fig, name, title, caption or "points: mean over seeds; bars: 95% t interval")
 
 
 def _hist(row: pd.Series, key: str) -> tuple[np.ndarray, np.ndarray]:
@@ -489,6 +376,7 @@ def _short(arm: str, arms: list[str]) -> str:
     return "+".join(p for p in arm.split("+") if p not in common) or arm
 
 
-def _legend_outside(ax, title: str) -> None:
+def legend_outside(ax, title: str) -> None:
+    """Move the axis' legend to the right of the plot, titled by the factor's name."""
     if ax.get_legend() is not None:
         sns.move_legend(ax, "upper left", bbox_to_anchor=(1.02, 1), title=title.replace("factor.", ""), frameon=False)

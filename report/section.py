@@ -1,10 +1,12 @@
-"""What a claim's section holds (renderer-neutral): setup, tables, the tests, the verdict,
+"""What a claim's section holds (renderer-neutral): setup, scale, tables, the tests, the verdict,
 figures and the runs behind every number; plus number formatting shared by all."""
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+
+import pandas as pd
 
 from .stats import Interval
 from .verdict import Part, Verdict
@@ -13,7 +15,12 @@ from .verdict import Part, Verdict
 @dataclass(frozen=True)
 class Link:
     text: str
-    href: str
+    href: str  # "" = no page to link to (e.g. a run of a results bundle whose MLflow store is elsewhere)
+
+
+def run_links(runs: pd.DataFrame) -> list[Link]:
+    """One link per run (its short id) to its MLflow page."""
+    return [Link(short(r["run_id"]), r["url"] if isinstance(r.get("url"), str) else "") for _, r in runs.iterrows()]
 
 
 Cell = str | Link | list  # a list cell holds Links (e.g. the runs of an arm)
@@ -36,6 +43,30 @@ class Figure:
 
 
 @dataclass
+class Scale:
+    """At what scale a verdict was measured, and how much of its study exists (report/scale.py fills it in)."""
+
+    profile: str  # e.g. "quick" ("quick, smoke" when the claim's studies ran at different profiles)
+    images: str  # training images per run, e.g. "10,000 training images"
+    epochs: str  # e.g. "6 epochs"
+    device: str  # short, e.g. "CPU" or "H200"
+    small: bool  # a small-scale run (not the full profile): its verdict is labelled so
+    progress: list[str] = field(default_factory=list)  # per unfinished study: "3 of 12 final runs; arms missing: ..."
+    mismatch: list[str] = field(default_factory=list)  # how the runs differ from the current study file
+    literature: list[str] = field(default_factory=list)  # the reference arm here beside the published figure
+
+    def line(self) -> str:
+        """ "quick · 10,000 training images · 6 epochs · CPU" """
+        return " · ".join(x for x in (self.profile, self.images, self.epochs, self.device) if x)
+
+    def labels(self) -> list[str]:
+        """Short warnings: small scale, incomplete, other study definition."""
+        out = ["small scale"] if self.small else []
+        out += ["incomplete"] if self.progress else []
+        return out + (["other study definition"] if self.mismatch else [])
+
+
+@dataclass
 class Section:
     claim_id: str
     claim: str  # the claim in plain words (from CLAIMS)
@@ -51,6 +82,15 @@ class Section:
     commands: list[str] = field(default_factory=list)  # what would measure it (or measure it better)
     profile: str = ""
     device: str = ""
+    source: str = ""  # the results these numbers come from, e.g. "reference" or "your runs"
+    scale: Scale | None = None
+    study_links: list[Link] = field(default_factory=list)  # each study's runs table in the MLflow UI
+    title: str = ""  # set for a section about a study rather than a claim (a user's own study)
+
+    @property
+    def anchor(self) -> str:
+        """The HTML id of the section: claim-<id>, or study-<name> for a study's own section."""
+        return f"study-{self.studies[0]}" if self.title else f"claim-{self.claim_id}"
 
 
 def fmt(x: float, digits: int = 3) -> str:

@@ -177,3 +177,41 @@ def interaction(a1: Iterable[float], a0: Iterable[float], b1: Iterable[float], b
     t = diff / se
     half = float(sps.t.ppf(0.5 + level / 2, df) * se)
     return Diff(diff, diff - half, diff + half, float(t), float(2 * sps.t.sf(abs(t), df)), float(df), n_a, n_b)
+
+
+POWER = 0.80  # the power a seed estimate aims for
+MAX_SEEDS = 1000  # beyond this the estimate says "more than"
+POWER_ASSUMPTION = (
+    f"seeds per arm for {POWER:.0%} power in a two-sided t-test (Welch's for two arms, one-sample or paired otherwise) "
+    f"at alpha {ALPHA} divided by the number of tests in the claim (Holm's strictest step), assuming the observed "
+    "difference is the true one and the pooled SD estimated from the observed interval; for an equivalence part, the "
+    "seeds whose expected 95% interval fits inside the margin around the observed difference"
+)
+
+
+def seeds_to_detect(d: Diff, alpha: float = ALPHA, margin: float | None = None, power: float = POWER) -> float:
+    """Seeds per arm that would detect d's difference (or, with `margin`, show equivalence) at the spread d
+    observed (POWER_ASSUMPTION); MAX_SEEDS + 1 when more would be needed; inf when no number of seeds would (no
+    difference, or beyond the margin); NaN when d has no interval (one seed, rank and exact tests)."""
+    if not (math.isfinite(d.lo) and math.isfinite(d.df) and d.n_a >= 2):
+        return math.nan
+    two = d.n_b > 0
+    se = (d.hi - d.diff) / float(sps.t.ppf(0.5 + LEVEL / 2, d.df))
+    sd = se / math.sqrt(1 / d.n_a + 1 / d.n_b) if two else se * math.sqrt(d.n_a)
+    n = np.arange(2, MAX_SEEDS + 1)
+    df = 2 * n - 2 if two else n - 1
+    width = sd * np.sqrt(2 / n if two else 1 / n)  # standard error of the difference with n seeds per arm
+    if margin is not None:
+        room = margin - abs(d.diff)
+        if room <= 0:
+            return math.inf
+        ok = sps.t.ppf(0.5 + LEVEL / 2, df) * width < room
+    else:
+        if d.diff == 0:
+            return math.inf
+        if sd == 0:
+            return 2.0
+        crit = sps.t.ppf(1 - alpha / 2, df)
+        ncp = abs(d.diff) / width
+        ok = sps.nct.sf(crit, df, ncp) + sps.nct.cdf(-crit, df, ncp) >= power
+    return float(n[ok][0]) if ok.any() else float(MAX_SEEDS + 1)

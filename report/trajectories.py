@@ -17,7 +17,6 @@ from .section import Figure, Link, Table, fmt, short
 
 FRACTION = 1e-3  # "reached the minimum": loss at or below this fraction of the starting loss
 FLOOR = 1e-12  # the loss plot's floor, relative to the starting loss: exact zeros and 1e-160 read as "converged"
-COMMAND = "bench study optimizer"  # its execution logs the extra (bench/extras.py)
 
 
 def path_stats(opt: dict[str, Any], steps: int) -> dict[str, float]:
@@ -169,7 +168,7 @@ def figure(figs: FigureMaker, name: str, traj: dict[str, Any]) -> Figure | None:
         ax.set(title=surf.get("label", sname), xlabel="x", ylabel="y")
         lax.set(title=f"{sname}: loss per step", xlabel="step", ylabel="loss (log)", yscale="log")
         ax.legend(fontsize=7, loc="best", framealpha=0.85)
-    return figs._save(
+    return figs.save(
         fig,
         name,
         "Optimizer trajectories on 2-D surfaces",

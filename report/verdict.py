@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field, replace
 
-from .stats import ALPHA, Diff, holm
+from .stats import ALPHA, MAX_SEEDS, Diff, holm, seeds_to_detect
 
 SUPPORTED, PARTLY, CONTRADICTED, INCONCLUSIVE = "supported", "partly supported", "contradicted", "inconclusive"
 NOT_MEASURED = "not yet measured"
@@ -40,6 +40,7 @@ class Part:
     n_min: int = 0  # fewest seeds in any arm compared
     p_holm: float = math.nan
     runs: list = field(default_factory=list)  # Links to the runs behind it
+    seeds_needed: float = math.nan  # within noise: seeds per arm that would settle it (stats.POWER_ASSUMPTION)
 
     @property
     def outcome(self) -> str:
@@ -67,9 +68,29 @@ class Verdict:
 
 
 def correct(parts: list[Part]) -> list[Part]:
-    """Parts with Holm-adjusted p-values over the tests among them."""
+    """Parts with Holm-adjusted p-values over the tests among them; a part left within noise gets the seeds per
+    arm that would settle it (at alpha / the number of tests: Holm's strictest step)."""
     ps = [p.diff.p if p.diff is not None and p.check is None else math.nan for p in parts]
-    return [replace(part, p_holm=adj) for part, adj in zip(parts, holm(ps))]
+    out = [replace(part, p_holm=adj) for part, adj in zip(parts, holm(ps))]
+    m = max(sum(math.isfinite(p) for p in ps), 1)
+    return [
+        replace(p, seeds_needed=seeds_to_detect(p.diff, ALPHA / m, p.margin)) if p.outcome == NOISE and p.diff is not None else p
+        for p in out
+    ]
+
+
+def needed_text(part: Part) -> str:
+    """ "about 12 seeds per arm would settle it" for a part within noise ("" when no estimate applies)."""
+    n = part.seeds_needed
+    if math.isnan(n):
+        return ""
+    if math.isinf(n):
+        return "no number of seeds would: the observed difference " + (
+            "lies outside the margin" if part.margin is not None else "is zero"
+        )
+    if n > MAX_SEEDS:
+        return f"more than {MAX_SEEDS} seeds per arm would be needed"
+    return f"about {int(n)} seeds per arm would settle it"
 
 
 def decide(parts: list[Part], n_seeds: int | None = None) -> tuple[Verdict, list[Part]]:
@@ -97,5 +118,10 @@ def decide(parts: list[Part], n_seeds: int | None = None) -> tuple[Verdict, list
     elif failed:
         label, why = CONTRADICTED, "no part holds; significant the other way: " + "; ".join(p.assertion for p in failed)
     else:
-        label, why = INCONCLUSIVE, "every part is within noise (no Holm-corrected p < 0.05)"
+        needs = [p.seeds_needed for p in parts if math.isfinite(p.seeds_needed)]
+        label, why = (
+            INCONCLUSIVE,
+            "every part is within noise (no Holm-corrected p < 0.05)"
+            + (f"; the closest part needs about {int(min(needs))} seeds per arm at the observed spread" if needs else ""),
+        )
     return Verdict(label, why, effect=head, n_seeds=n), parts

@@ -14,11 +14,13 @@ import pytest
 
 import report.frame as frame
 from bench.claims import CLAIMS
-from report.analyses import ANALYSES, build_sections, claim_studies
 from report.build import write_report
+from report.claims import discover
 from report.figures import FigureMaker
 from report.frame import read_extras, read_runs
 from report.section import fmt
+from report.sections import build_sections
+from report.studies import claim_studies
 from report.verdict import INCONCLUSIVE, NOT_MEASURED, PARTLY, SUPPORTED
 
 FIXTURE = Path(__file__).parent / "fixtures" / "runs.json.gz"
@@ -103,9 +105,10 @@ def test_claims_without_runs_show_not_yet_measured_and_the_command(built):
 
 
 def test_every_core_claim_has_a_dedicated_analysis():
+    analyses = discover()
     for cid in CLAIMS:
         if CORE & set(claim_studies(cid)):
-            assert cid in ANALYSES, cid
+            assert cid in analyses, cid
 
 
 def test_results_table_values_match_the_frame(runs, built):
@@ -210,8 +213,8 @@ def test_diverged_runs_are_counted_in_the_section(runs):
 
 def test_report_code_never_imports_torch():
     code = (
-        "import sys, report.build, report.analyses, report.render, report.load\n"
-        "from report.analyses import build_sections\nfrom report.figures import FigureMaker\n"
+        "import sys, report.build, report.sections, report.render, report.load\n"
+        "from report.sections import build_sections\nfrom report.figures import FigureMaker\n"
         f"from report.frame import read_runs\nbuild_sections(read_runs({str(FIXTURE)!r}), FigureMaker(None))\n"
         "assert 'torch' not in sys.modules, 'report imported torch'"
     )

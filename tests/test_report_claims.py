@@ -11,9 +11,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from report.analyses import build_sections
 from report.build import write_report
 from report.figures import FigureMaker
+from report.sections import build_sections
 from report.trajectories import path_stats
 from report.verdict import CONTRADICTED, INCONCLUSIVE, PARTLY, SUPPORTED
 

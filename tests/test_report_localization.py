@@ -1,4 +1,4 @@
-"""The localization analysis (report/claims_localization.py) on constructed runs frames (no torch, no MLflow):
+"""The localization analysis (report/claims/localization.py) on constructed runs frames (no torch, no MLflow):
 a head that localizes is supported, one that does not is not, one seed is inconclusive, diverged runs are
 counted, and the figure of predicted vs true boxes is drawn from the record's samples."""
 
@@ -12,10 +12,10 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from report.analyses import build_sections
 from report.build import write_report
-from report.claims_localization import _pair_iou, role
+from report.claims.localization import _pair_iou, role
 from report.figures import FigureMaker
+from report.sections import build_sections
 from report.verdict import CONTRADICTED, HOLDS, INCONCLUSIVE, PARTLY, SUPPORTED
 
 EPOCHS = 3

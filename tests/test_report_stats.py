@@ -9,8 +9,10 @@ import pandas as pd
 import pytest
 from scipy import stats as sps
 
-from report.common import CHANCE, arm_table, compare, final_acc
+from report.metrics import CHANCE, final_acc
+from report.parts import compare
 from report.stats import crossing, fisher_less, holm, interaction, one_sample, spearman_test, t_interval, welch
+from report.tables import arm_table
 from report.verdict import CONTRADICTED, INCONCLUSIVE, PARTLY, SUPPORTED, Part, decide
 
 

@@ -1,4 +1,4 @@
-"""The transfer and fc-head analyses (report/claims_transfer.py) on constructed runs frames: no torch, no MLflow."""
+"""The transfer and fc-head analyses (report/claims/transfer.py) on constructed runs frames: no torch, no MLflow."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from report.analyses import build_sections
 from report.build import write_report
 from report.figures import FigureMaker
+from report.sections import build_sections
 from report.verdict import INCONCLUSIVE, PARTLY, SUPPORTED
 
 SIZES = {"pc50": 50, "pc500": 500, "pc4500": 4500}

@@ -7,20 +7,21 @@ import math
 import numpy as np
 import pandas as pd
 
-from . import trajectories
-from .analyses import Extras, analysis, start
-from .common import arm_table, check, compare, final_acc, learning_area, mean_of, run_links, values
-from .figures import FigureMaker
-from .frame import num, row_layers, series
-from .section import Link, Section, fmt, short
-from .stats import loglog_slope, one_sample, spearman
-from .verdict import Part, decide
+from .. import studies, trajectories
+from ..frame import num, row_layers, series
+from ..metrics import final_acc, learning_area, levels, mean_of, select, values
+from ..parts import against, check, compare
+from ..section import Link, Section, fmt, short
+from ..stats import loglog_slope, spearman
+from ..tables import arm_table
+from ..verdict import decide
+from . import Evidence, analysis
 
 HEALTHY_RATIO = 1e-3  # CS231n's rule of thumb for the update/weight ratio
 
 
 def _arms(runs: pd.DataFrame, *names: str) -> pd.DataFrame:
-    return runs[runs["factor.optimizer"].isin(names)]
+    return select(runs, optimizer=names)
 
 
 def _tuned(runs: pd.DataFrame) -> str:
@@ -28,9 +29,10 @@ def _tuned(runs: pd.DataFrame) -> str:
     return ", ".join(f"{a} {fmt(v)}" for a, v in lr.items())
 
 
-@analysis("momentum", extras=True)
-def momentum(df: pd.DataFrame, figs: FigureMaker, extras: Extras) -> Section:
-    sec, runs, _ = start("momentum", df, "optimizer")
+@analysis("momentum")
+def momentum(ev: Evidence) -> Section:
+    sec, runs, _ = ev.start()
+    figs = ev.figs
     sub = _arms(runs, "sgd", "momentum", "nesterov")
     sec.tables.append(
         arm_table(
@@ -82,7 +84,7 @@ def momentum(df: pd.DataFrame, figs: FigureMaker, extras: Extras) -> Section:
             [("train_loss", "training loss"), ("val_acc", "validation accuracy")],
         )
     )
-    traj = extras.get("optimizer", {}).get("trajectories")
+    traj = ev.extra("trajectories")
     if traj and traj.get("surfaces"):
         sec.notes.append(trajectories.notes(traj))
         sec.tables.append(trajectories.table(traj))
@@ -90,10 +92,12 @@ def momentum(df: pd.DataFrame, figs: FigureMaker, extras: Extras) -> Section:
         if traj.get("run_id") and traj.get("url"):
             sec.runs.append(Link(short(traj["run_id"]), traj["url"]))
     else:
+        owners = [s for s in ev.studies if studies.get(s) and "trajectories" in studies.get(s).extras] or ev.studies
         sec.notes.append(
             "Not measured yet: the damping of oscillations itself (the per-step path on an ill-conditioned "
-            f"surface); the per-epoch curves show progress, not the zig-zag within an epoch. `{trajectories.COMMAND}` "
-            "logs these paths (the `trajectories` extra, run tagged bench.extra=trajectories); rebuild the "
+            "surface); the per-epoch curves show progress, not the zig-zag within an epoch. "
+            + " / ".join(f"`bench study {s}`" for s in owners)
+            + " logs these paths (the `trajectories` extra, run tagged bench.extra=trajectories); rebuild the "
             "report after it."
         )
     return sec
@@ -105,8 +109,9 @@ def _bins(row: pd.Series) -> tuple[list[float], list[float]]:
 
 
 @analysis("adagrad-per-parameter")
-def adagrad_per_parameter(df: pd.DataFrame, figs: FigureMaker) -> Section:
-    sec, runs, _ = start("adagrad-per-parameter", df, "optimizer")
+def adagrad_per_parameter(ev: Evidence) -> Section:
+    sec, runs, _ = ev.start()
+    figs = ev.figs
     ada = _arms(runs, "adagrad")
     ada = ada[ada["status"] == "ok"]
     rho = lambda r: spearman(*_bins(r))  # noqa: E731
@@ -135,15 +140,14 @@ def adagrad_per_parameter(df: pd.DataFrame, figs: FigureMaker) -> Section:
             bool(rhos) and all(math.isfinite(r) and r <= -0.9 for r in rhos),
             f"Spearman ρ per run: {', '.join(fmt(r) for r in rhos)}",
         ),
-        Part(
+        against(
             "the relation is inverse (log-log slope below 0)",
             "log-log slope of step on √Σg², vs 0",
-            "one-sample t-test",
-            diff=one_sample(sl, 0.0),
+            ada,
+            slope,
+            0.0,
             expected=-1,
-            n_min=int(ada["seed"].nunique()),
             evidence=f"mean slope {fmt(mean_of(sl) if sl else math.nan)} (−1 = exactly inverse)",
-            runs=run_links(ada),
         ),
     ]
     sec.verdict, sec.parts = decide(parts)
@@ -190,8 +194,9 @@ def late_gain(row: pd.Series) -> float:
 
 
 @analysis("adagrad-decay-rmsprop")
-def adagrad_decay(df: pd.DataFrame, figs: FigureMaker) -> Section:
-    sec, runs, _ = start("adagrad-decay-rmsprop", df, "optimizer")
+def adagrad_decay(ev: Evidence) -> Section:
+    sec, runs, _ = ev.start()
+    figs = ev.figs
     sub = _arms(runs, "adagrad", "rmsprop", "adam")
     sec.tables.append(
         arm_table(
@@ -207,16 +212,15 @@ def adagrad_decay(df: pd.DataFrame, figs: FigureMaker) -> Section:
     )
     ada, rms = _arms(sub, "adagrad"), _arms(sub, "rmsprop")
     parts = [
-        Part(
+        against(
             "AdaGrad's effective learning rate shrinks over training",
             "adagrad log10(eff. lr last/epoch 1), vs 0",
-            "one-sample t-test",
-            diff=one_sample(values(ada, eff_lr_decay), 0.0),
+            ada,
+            eff_lr_decay,
+            0.0,
             expected=-1,
             unit="decades",
-            n_min=int(ada["seed"].nunique()),
             evidence=f"{fmt(mean_of(values(ada, eff_lr_decay)))} decades",
-            runs=run_links(ada),
         ),
         compare(
             "it shrinks more than RMSProp's",
@@ -294,8 +298,9 @@ def median_ratio(row: pd.Series) -> float:
 
 
 @analysis("update-size")
-def update_size(df: pd.DataFrame, figs: FigureMaker) -> Section:
-    sec, runs, _ = start("update-size", df, "optimizer")
+def update_size(ev: Evidence) -> Section:
+    sec, runs, _ = ev.start()
+    figs = ev.figs
     sec.tables.append(
         arm_table(
             "Update size vs gradient size per optimizer",
@@ -305,16 +310,14 @@ def update_size(df: pd.DataFrame, figs: FigureMaker) -> Section:
             f"CS231n's rule of thumb for a healthy update/weight ratio is about {HEALTHY_RATIO:g}.",
         )
     )
-    arms = list(dict.fromkeys(runs["factor.optimizer"]))
+    arms = levels(runs, "optimizer")
     parts = [
-        Part(
+        against(
             f"with {o}, a larger gradient moves the weight further",
             f"{o}: within-layer slope, vs 0",
-            "one-sample t-test",
-            diff=one_sample(values(_arms(runs, o), within_layer_slope), 0.0),
-            expected=1,
-            n_min=int(_arms(runs, o)["seed"].nunique()),
-            runs=run_links(_arms(runs, o)),
+            _arms(runs, o),
+            within_layer_slope,
+            0.0,
             evidence=f"slope {fmt(mean_of(values(_arms(runs, o), within_layer_slope)))}",
         )
         for o in arms

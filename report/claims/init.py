@@ -7,13 +7,13 @@ import math
 import numpy as np
 import pandas as pd
 
-from .analyses import analysis, start
-from .common import arm_table, check, compare, final_acc, hist_at, mean_of, values
-from .figures import FigureMaker
-from .frame import at_epoch, num, row_layers
-from .section import Section, fmt
-from .stats import one_sample
-from .verdict import Part, decide
+from ..frame import at_epoch, num, row_layers
+from ..metrics import final_acc, hist_at, mean_of, select, values
+from ..parts import against, check, compare
+from ..section import Section, fmt
+from ..tables import arm_table
+from ..verdict import decide
+from . import Evidence, analysis
 
 SYMMETRIC, RANDOM = ("zero", "constant"), ("xavier", "he")
 LAST = -1  # epoch index: after training
@@ -23,14 +23,6 @@ def _depths(runs: pd.DataFrame) -> list[str]:
     """Depth arms ordered shallow to deep (by config.depth)."""
     d = runs.groupby("factor.depth")["config.depth"].first().sort_values()
     return list(d.index)
-
-
-def _sel(runs: pd.DataFrame, init=None, act=None, depth=None) -> pd.DataFrame:
-    m = pd.Series(True, index=runs.index)
-    for col, v in (("factor.init", init), ("factor.activation", act), ("factor.depth", depth)):
-        if v is not None:
-            m &= runs[col].isin([v] if isinstance(v, str) else v)
-    return runs[m]
 
 
 def _hidden(row: pd.Series) -> list[str]:
@@ -81,17 +73,13 @@ def monotone_shrink(row: pd.Series) -> bool:
     return len(s) > 1 and all(b < a for a, b in zip(s, s[1:]))
 
 
-def _section(claim_id: str, df: pd.DataFrame) -> tuple[Section, pd.DataFrame]:
-    sec, runs, _ = start(claim_id, df, "init")
-    return sec, runs
-
-
 @analysis("zero-init")
-def zero_init(df: pd.DataFrame, figs: FigureMaker) -> Section:
-    sec, runs = _section("zero-init", df)
+def zero_init(ev: Evidence) -> Section:
+    sec, runs, _ = ev.start()
+    figs = ev.figs
     depth = _depths(runs)[0]
-    sub = _sel(runs, depth=depth)
-    sym, rnd = _sel(sub, init=SYMMETRIC), _sel(sub, init=RANDOM)
+    sub = select(runs, depth=depth)
+    sym, rnd = select(sub, init=SYMMETRIC), select(sub, init=RANDOM)
     sec.tables.append(
         arm_table(
             f"Hidden units and accuracy per init ({depth}); accuracy in %",
@@ -121,8 +109,8 @@ def zero_init(df: pd.DataFrame, figs: FigureMaker) -> Section:
             compare(
                 f"zero/constant init learns less than random init ({act})",
                 f"zero/constant − xavier/he, test accuracy ({act}, {depth})",
-                _sel(sym, act=act),
-                _sel(rnd, act=act),
+                select(sym, activation=act),
+                select(rnd, activation=act),
                 final_acc("test"),
                 expected=-1,
                 unit="pts",
@@ -181,10 +169,11 @@ def zero_init(df: pd.DataFrame, figs: FigureMaker) -> Section:
 
 
 @analysis("small-init-vanish")
-def small_init_vanish(df: pd.DataFrame, figs: FigureMaker) -> Section:
-    sec, runs = _section("small-init-vanish", df)
+def small_init_vanish(ev: Evidence) -> Section:
+    sec, runs, _ = ev.start()
+    figs = ev.figs
     depth = _depths(runs)[0]
-    sub = _sel(runs, init=("normal-0.01", "xavier", "he", "normal-1.0"), depth=depth)
+    sub = select(runs, init=("normal-0.01", "xavier", "he", "normal-1.0"), depth=depth)
     sec.tables.append(
         arm_table(
             f"Activation std per layer at initialisation and after training ({depth})",
@@ -200,19 +189,17 @@ def small_init_vanish(df: pd.DataFrame, figs: FigureMaker) -> Section:
     )
     parts = []
     for act in sorted(set(sub["factor.activation"])):
-        small = _sel(sub, init="normal-0.01", act=act)
-        d = one_sample(values(small, std_ratio(0)), -1.0)
+        small = select(sub, init="normal-0.01", activation=act)
         parts.append(
-            Part(
+            against(
                 f"N(0, 0.01²) shrinks {act} activations over the depth by more than 10x",
                 f"log10(std last / std first) at init − (−1), normal-0.01+{act}",
-                "one-sample t-test",
-                diff=d,
+                small,
+                std_ratio(0),
+                -1.0,
                 expected=-1,
                 unit="decades",
-                n_min=int(small["seed"].nunique()),
                 evidence=f"log10 ratio {fmt(mean_of(values(small, std_ratio(0))))}",
-                runs=[l for l in sec.runs if l.text in set(small["run_id"].str[:8])],
             )
         )
         mono = [monotone_shrink(r) for _, r in small.iterrows()]
@@ -226,8 +213,8 @@ def small_init_vanish(df: pd.DataFrame, figs: FigureMaker) -> Section:
             )
         )
     sec.verdict, sec.parts = decide(parts)
-    small = _sel(sub, init="normal-0.01")
-    big_tanh_saturated = mean_of(values(_sel(sub, init="normal-1.0", act="tanh"), hist_at("A01.saturated", 0)))
+    small = select(sub, init="normal-0.01")
+    big_tanh_saturated = mean_of(values(select(sub, init="normal-1.0", activation="tanh"), hist_at("A01.saturated", 0)))
     sec.notes = [
         "Right: each layer multiplies the activations' std by about std_w·√fan_in = 0.01·√256 = 0.16 for tanh "
         f"(0.16/√2 = 0.11 for ReLU), so a 10-layer net ends with vanishing activations; measured last/first std at "
@@ -238,7 +225,7 @@ def small_init_vanish(df: pd.DataFrame, figs: FigureMaker) -> Section:
         "and ReLU activations explode layer by layer.",
     ]
     for act in sorted(set(sub["factor.activation"])):
-        a = _sel(sub, act=act)
+        a = select(sub, activation=act)
         names = row_layers(a.iloc[0], "A", "act_std") if len(a) else []
         sec.figures += [
             figs.layer_profile(
@@ -263,10 +250,11 @@ def small_init_vanish(df: pd.DataFrame, figs: FigureMaker) -> Section:
 
 
 @analysis("xavier-vs-he")
-def xavier_vs_he(df: pd.DataFrame, figs: FigureMaker) -> Section:
-    sec, runs = _section("xavier-vs-he", df)
+def xavier_vs_he(ev: Evidence) -> Section:
+    sec, runs, _ = ev.start()
+    figs = ev.figs
     depth = _depths(runs)[-1]
-    sub = _sel(runs, init=("xavier", "he"), depth=depth)
+    sub = select(runs, init=("xavier", "he"), depth=depth)
     sec.tables.append(
         arm_table(
             f"Xavier vs He, {depth}",
@@ -280,7 +268,7 @@ def xavier_vs_he(df: pd.DataFrame, figs: FigureMaker) -> Section:
             ],
         )
     )
-    relu_x, relu_h = _sel(sub, init="xavier", act="relu"), _sel(sub, init="he", act="relu")
+    relu_x, relu_h = select(sub, init="xavier", activation="relu"), select(sub, init="he", activation="relu")
     parts = [
         compare(
             "He keeps the ReLU signal's scale through depth where Xavier shrinks it",
@@ -315,7 +303,7 @@ def xavier_vs_he(df: pd.DataFrame, figs: FigureMaker) -> Section:
         "saturation. The tanh arms are shown for reference and are not part of the verdict.",
     ]
     for act in ("relu", "tanh"):
-        a = _sel(sub, act=act)
+        a = select(sub, activation=act)
         if len(a):
             names = row_layers(a.iloc[0], "A", "act_std")
             sec.figures.append(

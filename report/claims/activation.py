@@ -7,23 +7,32 @@ import math
 import numpy as np
 import pandas as pd
 
-from .analyses import analysis, start
-from .common import arm_table, check, column, compare, final_acc, learning_area, mean_of, run_links, values, with_layer_mean
-from .figures import BAND, FigureMaker
-from .frame import at_epoch, row_layers, series
-from .section import Section, fmt
-from .stats import welch
-from .verdict import Part, decide
+from ..figures import BAND
+from ..frame import at_epoch, row_layers, series
+from ..metrics import column, final_acc, learning_area, levels, mean_of, pct, select, values, with_layer_mean
+from ..parts import check, compare, equivalent
+from ..section import Section, fmt
+from ..tables import arm_table
+from ..verdict import decide
+from . import Evidence, analysis
 
 MARGIN = 0.02  # equivalence margin for "matches": 2 accuracy points
 
 
+NAMED = ("linear", "identity", "sigmoid", "sigmoid_centered", "tanh", "relu")  # the arms the parts below compare
+
+
 def _arms(runs: pd.DataFrame, *names: str) -> pd.DataFrame:
-    return runs[runs["factor.activation"].isin(names)]
+    return select(runs, activation=names)
+
+
+def _others(runs: pd.DataFrame) -> list[str]:
+    """Activations the study runs beyond the named ones (e.g. gelu, silu): shown for reference, not in the verdict."""
+    return [a for a in levels(runs, "activation") if a not in NAMED]
 
 
 def _acc(runs: pd.DataFrame, arm: str) -> float:
-    return float(mean_of(values(_arms(runs, arm), final_acc("test")))) if (runs["factor.activation"] == arm).any() else math.nan
+    return pct(_arms(runs, arm)) / 100
 
 
 def grad_spread(epoch: int):
@@ -61,8 +70,8 @@ def mean_saturated(epoch: int):
 
 
 @analysis("nonlinearity")
-def nonlinearity(df: pd.DataFrame, figs: FigureMaker) -> Section:
-    sec, runs, _ = start("nonlinearity", df, "activation")
+def nonlinearity(ev: Evidence) -> Section:
+    sec, runs, _ = ev.start()
     sub = _arms(runs, "linear", "identity", "relu")
     ident = _arms(runs, "identity")
     sec.tables.append(
@@ -79,7 +88,6 @@ def nonlinearity(df: pd.DataFrame, figs: FigureMaker) -> Section:
     errs = values(ident[ident["status"] == "ok"], column("collapse_err"))  # diverged runs have no final weights
     worst = max((e for e in errs if math.isfinite(e)), default=math.nan)
     n_div = int((ident["status"] == "diverged").sum())
-    eq = welch(values(ident, final_acc("test")), values(_arms(runs, "linear"), final_acc("test")))
     parts = [
         check(
             "a deep net without activations is one linear map",
@@ -98,17 +106,13 @@ def nonlinearity(df: pd.DataFrame, figs: FigureMaker) -> Section:
             unit="pts",
             scale=100,
         ),
-        Part(
+        equivalent(
             "the identity net's accuracy matches a single linear classifier",
             "identity − linear, test accuracy",
-            f"equivalence: 95% interval within ±{MARGIN * 100:g} pts",
-            diff=eq,
-            margin=MARGIN,
-            unit="pts",
-            scale=100,
-            n_min=min(ident["seed"].nunique(), _arms(runs, "linear")["seed"].nunique()),
-            runs=run_links(_arms(runs, "identity", "linear")),
-            evidence=f"{fmt(_acc(runs, 'identity') * 100)}% vs {fmt(_acc(runs, 'linear') * 100)}%",
+            ident,
+            _arms(runs, "linear"),
+            final_acc("test"),
+            MARGIN,
         ),
     ]
     sec.verdict, sec.parts = decide(parts)
@@ -121,7 +125,7 @@ def nonlinearity(df: pd.DataFrame, figs: FigureMaker) -> Section:
         "with its own tuned learning rate), not the set of functions the net can represent.",
     ]
     sec.figures.append(
-        figs.curves(
+        ev.figs.curves(
             "act-linear-curves",
             "Linear classifier vs deep identity net vs ReLU net",
             sub,
@@ -133,14 +137,16 @@ def nonlinearity(df: pd.DataFrame, figs: FigureMaker) -> Section:
 
 
 @analysis("sigmoid-saturation")
-def sigmoid_saturation(df: pd.DataFrame, figs: FigureMaker) -> Section:
-    sec, runs, _ = start("sigmoid-saturation", df, "activation")
-    sub = with_layer_mean(_arms(runs, "sigmoid", "tanh", "relu"), "A", "saturated", "mean_saturated")
-    sub = with_layer_mean(sub, "A", "dead", "mean_dead")
+def sigmoid_saturation(ev: Evidence) -> Section:
+    sec, runs, _ = ev.start()
+    figs = ev.figs
+    shown = with_layer_mean(_arms(runs, "sigmoid", "tanh", "relu", *_others(runs)), "A", "saturated", "mean_saturated")
+    shown = with_layer_mean(shown, "A", "dead", "mean_dead")
+    sub = _arms(shown, "sigmoid", "tanh", "relu")
     sec.tables.append(
         arm_table(
             "Saturation, gradient flow and accuracy",
-            sub,
+            shown,
             [
                 ("saturated % (init)", mean_saturated(0), 100),
                 ("saturated % (trained)", mean_saturated(-1), 100),
@@ -149,7 +155,8 @@ def sigmoid_saturation(df: pd.DataFrame, figs: FigureMaker) -> Section:
                 ("test acc %", final_acc("test"), 100),
             ],
             note="saturated: fraction of unit activations whose local gradient is below the study's threshold (ReLU: the "
-            "zero-gradient side); gradient ratio: first over last weight layer's gradient norm on the probe batch.",
+            "zero-gradient side); gradient ratio: first over last weight layer's gradient norm on the probe batch."
+            + (f" {', '.join(_others(runs))}: shown for reference, not part of the verdict." if _others(runs) else ""),
         )
     )
     sig = _arms(sub, "sigmoid")
@@ -197,15 +204,17 @@ def sigmoid_saturation(df: pd.DataFrame, figs: FigureMaker) -> Section:
         figs.curves(
             "act-saturated-epochs",
             "Saturated activations and dead units over epochs (mean over hidden layers)",
-            sub,
+            shown,
             [("mean_saturated", "saturated fraction"), ("mean_dead", "dead-unit fraction")],
             hue="arm",
             caption="dead: units with ~0 local gradient on every probe image; " + BAND,
         ),
         figs.layer_profile(
-            "act-saturated-layers", "Saturated fraction per layer", sub, names_a, "saturated", "saturated fraction", logy=False
+            "act-saturated-layers", "Saturated fraction per layer", shown, names_a, "saturated", "saturated fraction", logy=False
         ),
-        figs.layer_profile("act-grad-layers", "Gradient norm per weight layer", sub, names_l, "grad_norm", "gradient norm (log)"),
+        figs.layer_profile(
+            "act-grad-layers", "Gradient norm per weight layer", shown, names_l, "grad_norm", "gradient norm (log)"
+        ),
         figs.curves(
             "act-sat-curves",
             "Learning curves: sigmoid, tanh, ReLU",
@@ -217,8 +226,9 @@ def sigmoid_saturation(df: pd.DataFrame, figs: FigureMaker) -> Section:
 
 
 @analysis("zero-centered")
-def zero_centered(df: pd.DataFrame, figs: FigureMaker) -> Section:
-    sec, runs, _ = start("zero-centered", df, "activation")
+def zero_centered(ev: Evidence) -> Section:
+    sec, runs, _ = ev.start()
+    figs = ev.figs
     sub = _arms(runs, "sigmoid", "sigmoid_centered", "tanh", "relu")
     sec.tables.append(
         arm_table(

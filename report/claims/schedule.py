@@ -4,26 +4,20 @@ from __future__ import annotations
 
 import math
 
+import matplotlib.pyplot as plt
+import numpy as np
 import pandas as pd
+import seaborn as sns
 
-from .analyses import analysis, start
-from .common import (
-    CHANCE,
-    FAILED_ACC,
-    best_level,
-    compare,
-    diverged,
-    final_acc,
-    grid_table,
-    hist_at,
-    level_values,
-    mean_of,
-    select,
-    values,
-)
-from .figures import FigureMaker
-from .section import Section, fmt
-from .verdict import decide
+from ..figures import BAND, FigureMaker, legend_outside
+from ..frame import long_history
+from ..metrics import CHANCE, FAILED_ACC, best_level, diverged, final_acc, hist_at, level_values, levels, mean_of, select, values
+from ..parts import compare
+from ..section import Figure, Section, fmt
+from ..stats import band
+from ..tables import grid_table
+from ..verdict import decide
+from . import Evidence, analysis
 
 DECAYS = ("step", "cosine")  # the schedules that start at the peak lr and decay it
 
@@ -53,11 +47,12 @@ def roles(runs: pd.DataFrame, lrs: dict[str, float]) -> dict[str, str]:
 
 
 @analysis("learning-rate")
-def learning_rate(df: pd.DataFrame, figs: FigureMaker) -> Section:
-    sec, runs, _ = start("learning-rate", df, "lr-schedule")
+def learning_rate(ev: Evidence) -> Section:
+    sec, runs, _ = ev.start()
+    figs = ev.figs
     lrs = level_values(runs, "lr", "lr")
     scheds = [s for s in ("constant", *DECAYS) if (runs["factor.schedule"] == s).any()]
-    scheds += [s for s in dict.fromkeys(runs["factor.schedule"]) if s not in scheds]
+    scheds += [s for s in levels(runs, "schedule") if s not in scheds]
     sec.tables += [
         grid_table(
             "Test accuracy (%) per learning rate and schedule",
@@ -164,7 +159,8 @@ def learning_rate(df: pd.DataFrame, figs: FigureMaker) -> Section:
     means.columns.name = "schedule"
     text = pd.DataFrame({s: [_cell(at(lv, s)) for lv in lrs] for s in scheds}, index=means.index)
     sec.figures += [
-        figs.loss_roles(
+        loss_roles(
+            figs,
             "lr-classic",
             "Too high, high, low and good learning rates (CS231n's figure, measured)",
             pd.concat(labelled) if labelled else runs.iloc[:0],
@@ -180,7 +176,8 @@ def learning_rate(df: pd.DataFrame, figs: FigureMaker) -> Section:
             [("train_loss", "training loss"), ("val_acc", "validation accuracy"), ("lr", "learning rate")],
             hue="factor.schedule",
         ),
-        figs.heatmap(
+        heatmap(
+            figs,
             "lr-heatmap",
             "Test accuracy (%) over learning rate × schedule",
             means,
@@ -197,3 +194,75 @@ def _cell(sub: pd.DataFrame) -> str:
         return ""
     n_div = int((sub["status"] == "diverged").sum())
     return f"{mean_of(values(sub, final_acc('test'))) * 100:.1f}" + (f"\ndiv {n_div}/{len(sub)}" if n_div else "")
+
+
+# ---------------------------------------------------------------------------- figures
+def loss_roles(figs: FigureMaker, name: str, title: str, runs: pd.DataFrame, hue: str, caption: str = "") -> Figure | None:
+    """CS231n's learning-rate figure from real runs: training loss per epoch on a linear axis cut at 1.5× the
+    largest starting loss, one line and band per `hue`; a curve that leaves the axis (or a run that diverged)
+    is drawn to the top edge and marked ✕."""
+    if not figs.enabled or runs.empty:
+        return None
+    data = long_history(runs, ["train_loss"], by=hue)
+    data = data[np.isfinite(data["value"].astype(float))]
+    if data.empty:
+        return None
+    top = 1.5 * float(data.loc[data["epoch"] == 0, "value"].max() if (data["epoch"] == 0).any() else data["value"].max())
+    fig, ax = plt.subplots(figsize=(8.6, 4.4))
+    order = list(dict.fromkeys(runs[hue]))
+    colours = dict(zip(order, sns.color_palette("colorblind", len(order))))
+    for h in order:
+        sub = data[data[hue] == h].assign(value=lambda d: d["value"].clip(upper=top))
+        sns.lineplot(
+            sub,
+            x="epoch",
+            y="value",
+            errorbar=band,
+            marker="o",
+            markersize=4,
+            color=colours[h],
+            label=h,
+            ax=ax,
+            err_kws={"alpha": 0.12},
+        )
+        gone = sub[sub["value"] >= top]
+        blown = runs[(runs[hue] == h) & (runs["status"] == "diverged")]
+        if len(gone) or len(blown):
+            e = float(gone["epoch"].min()) if len(gone) else float(blown["diverged_epoch"].min())
+            ax.plot([e], [top], "X", color=colours[h], markersize=11, markeredgecolor="black", clip_on=False)
+            ax.annotate("diverged", (e, top), textcoords="offset points", xytext=(6, -12), fontsize=8, color=colours[h])
+    ax.set(xlabel="epoch", ylabel="training loss", ylim=(0, top * 1.02))
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    legend_outside(ax, hue)
+    return figs.save(fig, name, title, caption or BAND)
+
+
+def heatmap(
+    figs: FigureMaker,
+    name: str,
+    title: str,
+    means: pd.DataFrame,
+    labels: pd.DataFrame,
+    cbar: str,
+    caption: str = "",
+    cmap: str = "viridis",
+) -> Figure | None:
+    """A rows × columns grid coloured by `means` (NaN: grey), each cell annotated with its `labels` text."""
+    if not figs.enabled or means.empty:
+        return None
+    fig, ax = plt.subplots(figsize=(1.5 * means.shape[1] + 2.8, 0.62 * means.shape[0] + 1.6))
+    sns.heatmap(
+        means.astype(float),
+        annot=labels.values,
+        fmt="",
+        cmap=cmap,
+        cbar_kws={"label": cbar},
+        linewidths=0.5,
+        linecolor="white",
+        ax=ax,
+        annot_kws={"fontsize": 8},
+    )
+    ax.set_facecolor("0.85")
+    ax.set(xlabel=means.columns.name or "", ylabel=means.index.name or "")
+    ax.tick_params(axis="y", rotation=0)
+    return figs.save(fig, name, title, caption)

@@ -7,16 +7,18 @@ import math
 
 import pandas as pd
 
-from .analyses import analysis, start
-from .common import arm_table, column, compare, final_acc, grid_table, mean_of, run_links, select, values
-from .figures import FigureMaker
-from .frame import num
-from .section import Section, Table, fmt, fmt_diff
-from .stats import one_sample, welch
-from .verdict import Part, decide
+from ..figures import FigureMaker
+from ..frame import num
+from ..metrics import column, final_acc, mean_of, select, values
+from ..parts import against, compare, equivalent
+from ..section import Section, Table, fmt, fmt_diff, run_links
+from ..stats import welch
+from ..tables import arm_table, grid_table
+from ..verdict import Part, decide
+from . import Evidence, analysis
 
 MODES = ("scratch", "linear", "mlp", "finetune")  # table and legend order
-CHANCE5 = 0.2  # chance accuracy on the 5 target classes
+CHANCE5 = 0.2  # chance accuracy on the 5 target classes (records without a `chance` field)
 MARGIN = 0.03  # linear and MLP heads "equivalent": test accuracy within 3 points
 SOURCES = {"cifar5": "CIFAR-10 classes 0-4", "imagenet": "ImageNet (torchvision ResNet-18)"}
 
@@ -43,8 +45,14 @@ def _tag(source: str | None, many: bool) -> str:
     return f" [{source}]" if many and source else ""
 
 
-def _prepare(df: pd.DataFrame, claim: str) -> tuple[Section, pd.DataFrame, dict[str, int], list[str | None]]:
-    sec, runs, _ = start(claim, df, "transfer")
+def _chance(runs: pd.DataFrame) -> float:
+    """Chance accuracy of the target task: the records' `chance`, else 5 classes' 20%."""
+    vals = num(runs, "chance").dropna()
+    return float(vals.mean()) if len(vals) else CHANCE5
+
+
+def _prepare(ev: Evidence) -> tuple[Section, pd.DataFrame, dict[str, int], list[str | None]]:
+    sec, runs, _ = ev.start()
     sizes = _sizes(runs)
     sec.tables.append(
         arm_table(
@@ -58,7 +66,7 @@ def _prepare(df: pd.DataFrame, claim: str) -> tuple[Section, pd.DataFrame, dict[
             ],
             note="5 target classes (CIFAR-10 classes 5-9: dog, frog, horse, ship, truck; chance 20%); training seconds: the "
             "target training loop only (per-epoch evaluation and the one-off source pretraining excluded). Diverged "
-            "runs count as chance (0.10).",
+            f"runs count as chance ({_chance(runs):.0%}).",
         )
     )
     sec.setup.insert(2, ("Transfer", _transfer_setup(runs, sizes)))
@@ -89,7 +97,7 @@ def _figure(figs: FigureMaker, runs: pd.DataFrame, sizes: dict[str, int], source
             long.append((r["factor.transfer"], sizes[r["factor.size"]], "test accuracy (%)", final_acc("test")(r) * 100))
             long.append((r["factor.transfer"], sizes[r["factor.size"]], "training seconds", float(r.get("train_seconds"))))
     long = pd.DataFrame(long, columns=["transfer", "images per class", "metric", "value"])
-    refs = pd.DataFrame([("test accuracy (%)", "chance (5 classes)", CHANCE5 * 100)], columns=["metric", "label", "value"])
+    refs = pd.DataFrame([("test accuracy (%)", "chance (5 classes)", _chance(runs) * 100)], columns=["metric", "label", "value"])
     name = "transfer-size" + (f"-{source}" if many and source else "")
     return figs.versus(
         name,
@@ -132,8 +140,8 @@ def _grids(runs: pd.DataFrame, sizes: dict[str, int], source: str | None, many: 
 
 
 @analysis("transfer")
-def transfer(df: pd.DataFrame, figs: FigureMaker) -> Section:
-    sec, runs, sizes, sources = _prepare(df, "transfer")
+def transfer(ev: Evidence) -> Section:
+    sec, runs, sizes, sources = _prepare(ev)
     many = len(sources) > 1
     parts, notes, gaps = [], [], []
     small, large = (next(iter(sizes)), list(sizes)[-1]) if sizes else (None, None)
@@ -188,7 +196,7 @@ def transfer(df: pd.DataFrame, figs: FigureMaker) -> Section:
                 )
                 + "."
             )
-        sec.figures.append(_figure(figs, runs_s, sizes, src, many))
+        sec.figures.append(_figure(ev.figs, runs_s, sizes, src, many))
     sec.tables.append(
         Table(
             "Frozen linear head vs fine-tuning everything, per target size",
@@ -219,8 +227,9 @@ def transfer(df: pd.DataFrame, figs: FigureMaker) -> Section:
 
 
 @analysis("fc-head")
-def fc_head(df: pd.DataFrame, figs: FigureMaker) -> Section:
-    sec, runs, sizes, sources = _prepare(df, "fc-head")
+def fc_head(ev: Evidence) -> Section:
+    sec, runs, sizes, sources = _prepare(ev)
+    level = _chance(runs)
     many = len(sources) > 1
     parts, rows = [], []
     small = next(iter(sizes), None)
@@ -228,39 +237,31 @@ def fc_head(df: pd.DataFrame, figs: FigureMaker) -> Section:
         t = _tag(src, many)
         if small is not None:
             lin = _of(runs, src, transfer="linear", size=small)
-            d = one_sample(values(lin, final_acc("test")), CHANCE5)
             parts.append(
-                Part(
+                against(
                     f"one linear layer on the frozen features turns them into useful class scores ({sizes[small]}/class){t}",
-                    f"linear head − chance (20%), test accuracy ({small}){t}",
-                    "one-sample t-test",
-                    diff=d,
+                    f"linear head − chance ({level:.0%}), test accuracy ({small}){t}",
+                    lin,
+                    final_acc("test"),
+                    level,
                     unit="pts",
                     scale=100,
-                    n_min=lin["seed"].nunique(),
-                    runs=run_links(lin),
-                    evidence=f"{fmt(mean_of(values(lin, final_acc('test'))) * 100)}% vs chance {CHANCE5:.0%}",
+                    evidence=f"{fmt(mean_of(values(lin, final_acc('test'))) * 100)}% vs chance {level:.0%}",
                 )
             )
         for size, n in sizes.items():
             lin, mlp = _of(runs, src, transfer="linear", size=size), _of(runs, src, transfer="mlp", size=size)
-            d = welch(values(mlp, final_acc("test")), values(lin, final_acc("test")))
-            parts.append(
-                Part(
-                    f"a hidden layer in the head adds little: MLP and linear heads on the same features agree "
-                    f"within ±{MARGIN * 100:g} pts ({n}/class){t}",
-                    f"mlp − linear, test accuracy ({size}){t}",
-                    f"equivalence: Welch 95% interval within ±{MARGIN * 100:g} pts",
-                    diff=d,
-                    margin=MARGIN,
-                    unit="pts",
-                    scale=100,
-                    n_min=min(lin["seed"].nunique() if len(lin) else 0, mlp["seed"].nunique() if len(mlp) else 0),
-                    runs=run_links(pd.concat([lin, mlp])),
-                    evidence=f"{fmt(mean_of(values(mlp, final_acc('test'))) * 100)}% vs "
-                    f"{fmt(mean_of(values(lin, final_acc('test'))) * 100)}%",
-                )
+            part = equivalent(
+                f"a hidden layer in the head adds little: MLP and linear heads on the same features agree "
+                f"within ±{MARGIN * 100:g} pts ({n}/class){t}",
+                f"mlp − linear, test accuracy ({size}){t}",
+                mlp,
+                lin,
+                final_acc("test"),
+                MARGIN,
             )
+            d = part.diff
+            parts.append(part)
             rows.append(
                 [
                     f"{size} ({n}/class){t}",
@@ -270,7 +271,7 @@ def fc_head(df: pd.DataFrame, figs: FigureMaker) -> Section:
                     run_links(pd.concat([lin, mlp])),
                 ]
             )
-        sec.figures.append(_figure(figs, _of(runs, src), sizes, src, many))
+        sec.figures.append(_figure(ev.figs, _of(runs, src), sizes, src, many))
     sec.tables.append(
         Table(
             "MLP head vs linear head on the same frozen features",

@@ -7,13 +7,14 @@ import math
 
 import pandas as pd
 
-from .analyses import analysis, start
-from .common import arm_table, final_acc, mean_of, run_links, values
-from .figures import FigureMaker
-from .frame import at_epoch, row_layers
-from .section import Section, Table, fmt, fmt_diff
-from .stats import interaction, welch
-from .verdict import Part, decide
+from ..frame import at_epoch, row_layers
+from ..metrics import final_acc, mean_of, values
+from ..parts import tested
+from ..section import Section, Table, fmt, fmt_diff, run_links
+from ..stats import interaction, welch
+from ..tables import arm_table
+from ..verdict import Part, decide
+from . import Evidence, analysis
 
 ACTS = ("relu", "leaky_relu", "elu")  # table order
 MODES = {"test": "noise at evaluation only", "train": "noise in training and evaluation"}
@@ -38,8 +39,9 @@ def _drop(clean: pd.DataFrame, noisy: pd.DataFrame):
 
 
 @analysis("leaky-vs-elu-noise")
-def leaky_vs_elu_noise(df: pd.DataFrame, figs: FigureMaker) -> Section:
-    sec, runs, _ = start("leaky-vs-elu-noise", df, "activation-noise")
+def leaky_vs_elu_noise(ev: Evidence) -> Section:
+    sec, runs, _ = ev.start()
+    figs = ev.figs
     cond = [condition(r) for _, r in runs.iterrows()]
     runs = runs.assign(_mode=[c[0] for c in cond], _std=[c[1] for c in cond])
     acts = [a for a in ACTS if (runs["factor.activation"] == a).any()]
@@ -78,18 +80,19 @@ def leaky_vs_elu_noise(df: pd.DataFrame, figs: FigureMaker) -> Section:
     for mode, std in levels:
         e1, e0, l1, l0 = of("elu", "clean"), of("elu", mode, std), of("leaky_relu", "clean"), of("leaky_relu", mode, std)
         d = interaction(*(values(x, final_acc("test")) for x in (e1, e0, l1, l0)))
-        n_min = min((x["seed"].nunique() if len(x) else 0) for x in (e1, e0, l1, l0))
         parts.append(
-            Part(
+            tested(
                 f"ELU loses less accuracy than Leaky ReLU ({MODES[mode]}, σ = {fmt(std)})",
                 f"ELU drop − Leaky ReLU drop, test accuracy ({mode}, σ = {fmt(std)})",
                 "Welch t-test on the difference of drops",
-                diff=d,
+                d,
+                e1,
+                e0,
+                l1,
+                l0,
                 expected=-1,
                 unit="pts",
                 scale=100,
-                n_min=n_min,
-                runs=run_links(pd.concat([e1, e0, l1, l0])),
                 evidence=f"drops: ELU {fmt(_drop(e1, e0).diff * 100)}, Leaky ReLU {fmt(_drop(l1, l0).diff * 100)} pts",
             )
         )

@@ -7,22 +7,16 @@ import math
 import numpy as np
 import pandas as pd
 
-from .analyses import analysis, claim_studies, start
-from .common import arm_table, arms_in_order, final_acc, mean_of, run_links, to_target, values
-from .figures import FigureMaker
-from .frame import finals, series
-from .section import Section, fmt
-from .stats import Diff, spearman, spearman_test
-from .verdict import Part, decide
+from ..frame import series
+from ..metrics import arms_in_order, final_acc, mean_of, target_for, to_target, values
+from ..parts import rank
+from ..section import Section, fmt
+from ..stats import spearman
+from ..tables import arm_table
+from ..verdict import decide
+from . import Evidence, analysis
 
 OWN = 0.95  # "reached its final accuracy": 95% of the run's own final validation accuracy
-
-
-def target_for(runs: pd.DataFrame) -> float:
-    """The study's fixed target: 90% of the median over arms of the arms' mean final validation accuracy,
-    rounded down to a whole percent (so about half the arms or more reach it)."""
-    per_arm = runs.assign(_v=values(runs, final_acc("val"))).groupby("arm")["_v"].mean()
-    return math.floor(0.9 * float(per_arm.median()) * 100) / 100 if len(per_arm) else math.nan
 
 
 def to_own_final(row: pd.Series) -> float:
@@ -39,15 +33,16 @@ def reached(target: float):
 
 
 @analysis("convergence-speed")
-def convergence_speed(df: pd.DataFrame, figs: FigureMaker) -> Section:
-    studies = [s for s in claim_studies("convergence-speed") if len(finals(df, s))]
-    sec, _, _ = start("convergence-speed", df, studies[0])
+def convergence_speed(ev: Evidence) -> Section:
+    studies = ev.measured()
+    sec, _, _ = ev.start(studies[0])
     parts, notes = [], []
     for study in studies:
-        s_sec, runs, _ = start("convergence-speed", df, study)
+        s_sec, runs, _ = ev.start(study)
         if study != studies[0]:
             sec.setup += [(f"{k} ({study})", v) for k, v in s_sec.setup]
             sec.runs += s_sec.runs
+            sec.study_links += s_sec.study_links
         target = target_for(runs)
         sec.tables.append(
             arm_table(
@@ -76,18 +71,15 @@ def convergence_speed(df: pd.DataFrame, figs: FigureMaker) -> Section:
         own = [mean_of(values(per[a], to_own_final)) for a in arms]
         acc = [mean_of(values(per[a], final_acc("test"))) for a in arms]
         ok = [i for i in range(len(arms)) if math.isfinite(fixed[i]) and math.isfinite(own[i])]
-        rho, p = spearman_test([fixed[i] for i in ok], [own[i] for i in ok])
-        parts.append(
-            Part(
-                f"{study}: arms that reach a fixed target sooner also reach their own final accuracy sooner",
-                f"{study}: Spearman ρ across arms, epochs to {target:.0%} vs epochs to 95% of own final",
-                "Spearman rank correlation",
-                diff=Diff(float(rho), math.nan, math.nan, float(rho), float(p), len(ok) - 2, len(ok), len(ok)),
-                n_min=int(runs.groupby("arm")["seed"].nunique().min()),
-                runs=run_links(runs),
-                evidence=f"ρ = {fmt(float(rho))} over {len(ok)} arms that reach the target",
-            )
+        part = rank(
+            f"{study}: arms that reach a fixed target sooner also reach their own final accuracy sooner",
+            f"{study}: Spearman ρ across arms, epochs to {target:.0%} vs epochs to 95% of own final",
+            fixed,
+            own,
+            runs,
         )
+        part.evidence = f"ρ = {fmt(part.diff.diff)} over {len(ok)} arms that reach the target"
+        parts.append(part)
         rho_acc = spearman([fixed[i] for i in ok], [acc[i] for i in ok])
         fastest = arms[min(ok, key=lambda i: fixed[i])] if ok else "–"
         best = arms[int(np.nanargmax(acc))] if np.isfinite(acc).any() else "–"
@@ -97,7 +89,9 @@ def convergence_speed(df: pd.DataFrame, figs: FigureMaker) -> Section:
             "is always better)."
         )
         sec.figures.append(
-            figs.curves(f"speed-{study}", f"{study}: validation accuracy over epochs", runs, [("val_acc", "validation accuracy")])
+            ev.figs.curves(
+                f"speed-{study}", f"{study}: validation accuracy over epochs", runs, [("val_acc", "validation accuracy")]
+            )
         )
     sec.verdict, sec.parts = decide(parts)
     sec.notes = [

@@ -8,15 +8,19 @@ import base64
 import io
 import math
 
+import matplotlib
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from .analyses import analysis, start
-from .common import arm_table, column, diverged, final_acc, mean_of, run_links, values
-from .figures import FigureMaker
-from .section import Section, fmt
-from .stats import Diff, one_sample, welch
-from .verdict import Part, decide
+from ..figures import FigureMaker
+from ..metrics import column, diverged, final_acc, mean_of, values
+from ..parts import against, equivalent, tested
+from ..section import Figure, Section, fmt
+from ..stats import Diff, one_sample, welch
+from ..tables import arm_table
+from ..verdict import decide
+from . import Evidence, analysis
 
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")  # CIFAR-10 order
 ROLES = {"l2": "joint, L2 box loss", "smooth_l1": "joint, smooth-L1 box loss", "class_only": "classification only"}
@@ -79,7 +83,8 @@ def sample_figure(figs: FigureMaker, runs: pd.DataFrame, order: list[str]):
             caps.append(text)
         rows.append((f"{arm}\n(seed {int(row['seed'])})", imgs, boxes))
         captions.append(caps)
-    return figs.boxes(
+    return boxes_figure(
+        figs,
         "localization-boxes",
         "Predicted vs true boxes on fixed test canvases",
         rows,
@@ -100,8 +105,9 @@ def _pair_iou(a: list[float], b: list[float]) -> float:
 
 
 @analysis("localization")
-def localization(df: pd.DataFrame, figs: FigureMaker) -> Section:
-    sec, runs, _ = start("localization", df, "localization")
+def localization(ev: Evidence) -> Section:
+    sec, runs, _ = ev.start()
+    figs = ev.figs
     runs = runs.assign(_role=[role(r) for _, r in runs.iterrows()])
     of = {k: runs[runs["_role"] == k] for k in ROLES}
     order = [a for k in ROLES for a in dict.fromkeys(of[k].sort_values("start_time")["arm"])]
@@ -125,46 +131,41 @@ def localization(df: pd.DataFrame, figs: FigureMaker) -> Section:
         )
     )
     l2, sl1, cls = of["l2"], of["smooth_l1"], of["class_only"]
-    seeds = lambda *xs: min((x["seed"].nunique() if len(x) else 0) for x in xs)  # noqa: E731
-    above = one_sample(values(l2, iou), baseline)
-    loss_diff = welch(values(l2, iou), values(sl1, iou))
     acc_l2, acc_cls = values(l2, final_acc("test")), values(cls, final_acc("test"))
     raw_acc = welch(acc_l2, acc_cls)
     parts = [
-        Part(
+        against(
             "A box-regression head trained with an L2 loss beside the class head localizes the object: its test IoU "
             "beats the mean-box baseline",
             "IoU(joint, L2) − mean-box IoU, test canvases",
-            "one-sample t-test against the baseline",
-            diff=above,
-            expected=1,
+            l2,
+            iou,
+            baseline,
             unit="IoU",
-            n_min=seeds(l2),
-            runs=run_links(l2),
             evidence=f"IoU {fmt(mean_of(values(l2, iou)))} vs mean box {fmt(baseline)}",
+            test="one-sample t-test against the baseline",
         ),
-        Part(
+        equivalent(
             f"L2 and smooth-L1 box losses localize equally well (both L2-type): IoU within ±{IOU_MARGIN:g}",
             "IoU(L2) − IoU(smooth-L1), test canvases",
-            f"Welch t-test; equivalence margin ±{IOU_MARGIN:g} IoU",
-            diff=loss_diff,
-            margin=IOU_MARGIN,
+            l2,
+            sl1,
+            iou,
+            IOU_MARGIN,
             unit="IoU",
-            n_min=seeds(l2, sl1),
-            runs=run_links(pd.concat([l2, sl1])),
+            scale=1.0,
             evidence=f"IoU {fmt(mean_of(values(l2, iou)))} (L2) vs {fmt(mean_of(values(sl1, iou)))} (smooth-L1)",
         ),
-        Part(
+        tested(
             f"The box head sits beside the classifier at no real cost: joint (L2) class accuracy is not more than "
             f"{ACC_MARGIN * 100:g} points below classification-only training",
             f"acc(joint, L2) − acc(class only) + {ACC_MARGIN * 100:g} pts (non-inferiority margin)",
             "Welch t-test (non-inferiority: the difference plus the margin is > 0)",
-            diff=_non_inferior(acc_l2, acc_cls, ACC_MARGIN),
-            expected=1,
+            _non_inferior(acc_l2, acc_cls, ACC_MARGIN),
+            l2,
+            cls,
             unit="pts",
             scale=100,
-            n_min=seeds(l2, cls),
-            runs=run_links(pd.concat([l2, cls])),
             evidence=f"accuracy {fmt(mean_of(acc_l2) * 100)}% vs {fmt(mean_of(acc_cls) * 100)}%; difference "
             f"{fmt(raw_acc.diff * 100)} pts [{fmt(raw_acc.lo * 100)}, {fmt(raw_acc.hi * 100)}]",
         ),
@@ -202,3 +203,49 @@ def localization(df: pd.DataFrame, figs: FigureMaker) -> Section:
     )
     sec.figures.append(sample_figure(figs, runs, order))
     return sec
+
+
+def boxes_figure(
+    figs: FigureMaker,
+    name: str,
+    title: str,
+    rows: list[tuple[str, list[np.ndarray], list[list[tuple]]]],
+    captions: list[list[str]],
+    caption: str = "",
+) -> Figure | None:
+    """A grid of images with boxes drawn on them: one row per (label, images (H, W, 3) uint8, boxes per image
+    as (cx, cy, w, h in image-side units, colour, line style)), each tile titled by `captions[row][col]`."""
+    if not figs.enabled or not rows or not rows[0][1]:
+        return None
+    n_cols = max(len(imgs) for _, imgs, _ in rows)
+    fig, axes = plt.subplots(len(rows), n_cols, figsize=(1.55 * n_cols + 1.0, 1.75 * len(rows) + 0.5), squeeze=False)
+    for i, (label, imgs, boxes) in enumerate(rows):
+        for j in range(n_cols):
+            ax = axes[i][j]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.grid(False)
+            if j >= len(imgs):
+                ax.axis("off")
+                continue
+            img = imgs[j]
+            side_y, side_x = img.shape[:2]
+            ax.imshow(img, interpolation="nearest", extent=(0, side_x, side_y, 0))
+            for cx, cy, w, h, colour, style in boxes[j]:
+                ax.add_patch(
+                    matplotlib.patches.Rectangle(
+                        ((cx - w / 2) * side_x, (cy - h / 2) * side_y),
+                        w * side_x,
+                        h * side_y,
+                        fill=False,
+                        edgecolor=colour,
+                        linestyle=style,
+                        linewidth=1.6,
+                    )
+                )
+            ax.set_xlim(0, side_x)
+            ax.set_ylim(side_y, 0)
+            ax.set_title(captions[i][j], fontsize=6.5)
+            if j == 0:
+                ax.set_ylabel(label, fontsize=8, rotation=0, ha="right", va="center")
+    return figs.save(fig, name, title, caption)

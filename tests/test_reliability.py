@@ -14,7 +14,7 @@ from collections import Counter
 import pytest
 import torch
 
-from bench.study import runner
+from bench.study import executor, runner
 from bench.study.files import load_study
 
 from studyrun import SLOW_STUDY, finished_trials, run_study, runs_of
@@ -76,14 +76,14 @@ def test_out_of_memory_fails_the_run_and_retries_at_half_batch(tmp_path, data_di
     )
     path = tmp_path / "slow.toml"
     path.write_text(text)
-    real = runner.train_trial
+    real = executor.train_packed
 
-    def fake_device(cfg, *args, **kwargs):  # a device that fits batches of at most 64 images
-        if cfg.batch_size > 64:
+    def fake_device(cfgs, *args, **kwargs):  # a device that fits batches of at most 64 images
+        if any(cfg.batch_size > 64 for cfg in cfgs):
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
-        return real(cfg, *args, **kwargs)
+        return real(cfgs, *args, **kwargs)
 
-    monkeypatch.setattr(runner, "train_trial", fake_device)
+    monkeypatch.setattr(executor, "train_packed", fake_device)
     monkeypatch.chdir(tmp_path)
     run = runner.StudyRun(load_study(path), "smoke", None, f"sqlite:///{tmp_path / 'mlflow.db'}", data_dir, progress=False)
     rc = run.run()
@@ -99,6 +99,33 @@ def test_out_of_memory_fails_the_run_and_retries_at_half_batch(tmp_path, data_di
         assert all("halved to 64" in r.data.tags["bench.oom_retry"] for r in retried)
     else:
         assert rc == 1 and states == Counter({"FAIL": 2}) and len(children) == 2
+
+
+def test_out_of_memory_ladder_pack_then_alone_then_half_batch(tmp_path, data_dir, monkeypatch):
+    """A pack that runs out of memory retries its trials alone; alone, each retries once at half the batch."""
+    path = tmp_path / "slow.toml"
+    one_arm = '[profiles.smoke]\nseeds = 2\narms = { dropout = ["p0.0"] }'  # two seeds of one architecture
+    path.write_text(SLOW_STUDY.replace("[profiles.smoke]\nseeds = 3", one_arm).replace("epochs = 3", "epochs = 1"))
+    real, calls = executor.train_packed, []
+
+    def fake_device(cfgs, *args, **kwargs):  # a device that fits one trial at a time, of batches of at most 64
+        calls.append((len(cfgs), cfgs[0].batch_size))
+        if len(cfgs) > 1 or cfgs[0].batch_size > 64:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real(cfgs, *args, **kwargs)
+
+    monkeypatch.setattr(executor, "train_packed", fake_device)
+    monkeypatch.chdir(tmp_path)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    assert runner.StudyRun(load_study(path), "smoke", None, uri, data_dir, progress=False, pack=2).run() == 0
+    assert calls == [(2, 128), (1, 128), (1, 64), (1, 128), (1, 64)]
+    _, runs = runs_of(tmp_path, "slow")
+    failed = sorted(r.data.tags["bench.failure"].split(":")[0] for r in runs if r.info.status == "FAILED")
+    assert failed == ["OutOfMemoryError", "OutOfMemoryError", "packed x2", "packed x2"]
+    finished = [r for r in runs if r.info.status == "FINISHED" and r.data.tags.get("bench.stage")]
+    assert sorted(r.data.tags["bench.seed"] for r in finished) == ["0", "1"]
+    assert all(r.data.params["batch_size"] == "64" for r in finished)
+    assert Counter(t.state.name for t in finished_trials(tmp_path)) == Counter({"COMPLETE": 2})
 
 
 def test_unreachable_stores_fail_before_training(tmp_path, data_dir):

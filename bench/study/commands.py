@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from .liveness import DEFAULT_GRACE
+
 
 def cmd_study(args) -> int:
     if args.plan:  # nothing trained, no store opened
@@ -28,19 +30,35 @@ def cmd_ui(args) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("study", help="run a declarative study from studies/")
-    p.add_argument("name")
+    p = sub.add_parser("study", help="run a declarative study: a name from studies/ or the path of your own .toml file")
+    p.add_argument("name", help="a study in studies/ (e.g. init) or a study file anywhere (e.g. ./my-study.toml)")
     p.add_argument("--profile", choices=["smoke", "quick", "full"])
     p.add_argument("--data-dir")
-    p.add_argument("--storage", help="Optuna storage URL (default: journal file under the project)")
+    p.add_argument(
+        "--storage",
+        help="Optuna storage URL (default: $BENCH_STORAGE, else a journal file under the working directory); "
+        "keep passwords out of it (PGPASSWORD or ~/.pgpass), or put the whole URL in $BENCH_STORAGE",
+    )
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)")
-    p.add_argument("--workers", type=int, default=1, help="processes sharing the study on this machine (default 1)")
+    p.add_argument(
+        "--workers",
+        default="auto",
+        help="processes sharing the study on this machine: auto (default: bench.perf.concurrency's choice) or a number",
+    )
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads per worker (default: cores / workers)")
     p.add_argument(
         "--pack",
-        type=int,
-        default=0,
-        help="trials of one architecture trained together per process (default: 8 on CUDA, 1 on CPU)",
+        default="auto",
+        help="trials of one architecture trained together per process: auto (default: bench.perf.concurrency's "
+        "choice for this device) or a number; a study with packable = false always trains alone",
+    )
+    p.add_argument(
+        "--grace-period",
+        type=float,
+        default=DEFAULT_GRACE,
+        metavar="SECONDS",
+        help=f"a trial whose worker sends no heartbeat for this long is failed and rerun by another worker "
+        f"(default {DEFAULT_GRACE:.0f}; workers on this host are checked at once by process id)",
     )
     p.add_argument("--parent-run", help=argparse.SUPPRESS)  # set by --workers for the extra processes
     p.add_argument("--no-progress", action="store_true")

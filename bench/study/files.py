@@ -284,8 +284,15 @@ def list_studies() -> list[Study]:
 
 
 def get_study(name: str) -> Study:
+    """A study by name (studies/<name>.toml) or by the path of a study file anywhere (any name ending in .toml);
+    either is validated the same way."""
+    if name.endswith(".toml"):
+        path = Path(name).expanduser()
+        if not path.is_file():
+            raise StudyError(f"study file {path} does not exist (a study is a name from studies/ or a path to a .toml file)")
+        return load_study(path)
     path = studies_dir() / f"{name}.toml"
     if not path.exists():
         valid = ", ".join(p.stem for p in sorted(studies_dir().glob("*.toml")))
-        raise StudyError(f"unknown study {name!r}; valid studies: {valid}")
+        raise StudyError(f"unknown study {name!r}; valid studies: {valid} (or the path of a .toml study file)")
     return load_study(path)

@@ -1,17 +1,11 @@
-"""All MLflow logging in one place: an experiment per study, a parent run per study
-execution, a child run per trial (params, tags, per-epoch metrics, the record as JSON)."""
+"""All MLflow logging in one place: every `bench.*` tag name, an experiment per study, a parent run per study
+execution, a child run per trial (params, tags, per-epoch metrics, the record as JSON), each call under retry."""
 
 from __future__ import annotations
 
-import fcntl
 import os
 import re
-import socket
 import time
-import urllib.request
-from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 from mlflow.entities import Metric, Param, RunTag
@@ -19,42 +13,43 @@ from mlflow.tracking import MlflowClient
 
 from bench.errors import BenchError
 
+from .stores import MLflowStore, retrying
+
 DEFAULT_URI = "sqlite:///mlflow.db"
 BATCH = 900  # MLflow accepts at most 1000 metrics per log_batch call
+
+# ---------------------------------------------------------------------- tag names (the only place they are spelled)
+STUDY = "bench.study"  # study name, on every run and on the experiment
+ARM = "bench.arm"  # arm name, e.g. "he+relu"
+SEED = "bench.seed"
+CLAIMS = "bench.claims"  # comma-separated claim ids the study answers
+PROFILE = "bench.profile"  # smoke / quick / full
+STAGE = "bench.stage"  # "tune" or "final" (trial runs only)
+KIND = "bench.kind"  # "study" (a parent run) or "extra"
+EXTRA = "bench.extra"  # the extra's name on a bench.kind=extra run
+STATUS = "bench.status"  # the record's status ("ok", "diverged"), or "failed", "interrupted"
+FAILURE = "bench.failure"  # why a run ended FAILED
+OOM_RETRY = "bench.oom_retry"  # on a retry after running out of device memory: what was changed and why
+PACKED = "bench.packed"  # trained together with this many trials (one vmap'd forward)
+OPTUNA_STUDY = "bench.optuna_study"  # the Optuna study holding the run's trial, e.g. "init/smoke/final"
+OPTUNA_TRIAL = "bench.optuna_trial"  # that trial's number
+HOST = "bench.host"  # the worker that ran it: host name (BENCH_HOSTNAME overrides) ...
+PID = "bench.pid"  # ... and process id
+DATA_SOURCE = "bench.data_source"
+DEVICE = "bench.device"
+GIT_COMMIT = "bench.git_commit"
+FACTOR = "bench.factor."  # prefix: bench.factor.<factor> = this arm's level of it
+TUNED = "bench.tuned_"  # prefix: final runs, bench.tuned_<param> = the arm's tuned value they used
+TUNE = "bench.tune_"  # prefix: tuning runs, bench.tune_<param> = the value this trial tried
+PARENT = "mlflow.parentRunId"  # MLflow's own: nests trial runs under the study execution's run
+# MLflow 3 opens an experiment on the view its kind names; without the tag it guesses, and an experiment
+# of training runs can land on the GenAI "Traces" overview. "custom_model_development" = the runs table.
+EXPERIMENT_KIND = "mlflow.experimentKind"
+TRAINING_KIND = "custom_model_development"
 
 
 class TrackingError(BenchError):
     """The tracking store cannot be used; raised before any training starts (the CLI exits 2)."""
-
-
-def check_tracking_uri(uri: str) -> None:
-    """Fail fast, with a readable message, when the tracking store is unreachable."""
-    if uri.startswith(("http://", "https://")):
-        try:
-            urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=5).close()
-        except (OSError, ValueError) as exc:
-            raise TrackingError(
-                f"cannot reach the MLflow tracking server at {redact(uri)} ({exc}); start it "
-                f"(e.g. `mlflow server --host 127.0.0.1 --port 5000`) or pass another --tracking-uri"
-            ) from None
-    elif uri.startswith("sqlite:///"):
-        folder = Path(uri[len("sqlite:///") :]).expanduser().resolve().parent
-        if not folder.is_dir():
-            raise TrackingError(f"MLflow SQLite store {uri}: folder {folder} does not exist")
-
-
-@contextmanager
-def _init_lock(uri: str) -> Iterator[None]:
-    """An exclusive file lock beside a SQLite store (a no-op for servers and other databases)."""
-    if not uri.startswith("sqlite:///"):
-        yield
-        return
-    with open(Path(uri[len("sqlite:///") :]).expanduser().resolve().with_suffix(".lock"), "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def tracking_uri(cli_value: str | None = None) -> str:
@@ -71,32 +66,48 @@ def experiment_name(study: str) -> str:
     return f"bench/{study}"
 
 
+def _one_line(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:200]}"
+
+
 class Tracker:
-    """Thin wrapper over MlflowClient; create it (and the experiment) before any worker trains."""
+    """Thin wrapper over MlflowClient; create it (and the experiment) before any worker trains.
+
+    Every call goes through `stores.retrying`: a tracking server or database that restarts is waited for
+    (the retry budget is stores.RETRY_SECONDS) and a full disk is one line naming the folder."""
 
     def __init__(self, uri: str, study: str):
-        self.uri = uri
-        check_tracking_uri(uri)
-        with _init_lock(uri):  # processes starting together on a new SQLite file would race its schema migration
-            self.client = MlflowClient(tracking_uri=uri)
-            name = experiment_name(study)
+        self.uri, self.study = uri, study
+        self.store = MLflowStore(uri)
+        self.store.check()  # reachable, credentials accepted, a SQLite file created whole
+        self.client = MlflowClient(tracking_uri=uri)
+        name = experiment_name(study)
+        try:
+            exp = self._call(self.client.get_experiment_by_name, name)
+        except BenchError:
+            raise
+        except Exception as exc:
+            raise TrackingError(f"cannot use MLflow tracking store {redact(uri)}: {_one_line(exc)}") from None
+        if exp is None:
             try:
-                exp = self.client.get_experiment_by_name(name)
-            except Exception as exc:
-                raise TrackingError(
-                    f"cannot use MLflow tracking store {redact(uri)}: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
-                ) from None
-            if exp is None:
-                try:
-                    self.experiment_id = self.client.create_experiment(name, tags={"bench.study": study})
-                except Exception:  # another worker (on another machine) created it first
-                    self.experiment_id = self.client.get_experiment_by_name(name).experiment_id
-            else:
-                self.experiment_id = exp.experiment_id
+                self.experiment_id = self._call(
+                    self.client.create_experiment, name, tags={STUDY: study, EXPERIMENT_KIND: TRAINING_KIND}
+                )
+            except BenchError:
+                raise
+            except Exception:  # another worker (on another machine) created it first
+                self.experiment_id = self._call(self.client.get_experiment_by_name, name).experiment_id
+        else:
+            self.experiment_id = exp.experiment_id
+            if exp.tags.get(EXPERIMENT_KIND) != TRAINING_KIND:  # made before the tag existed, or by MLflow's guess
+                self._call(self.client.set_experiment_tag, self.experiment_id, EXPERIMENT_KIND, TRAINING_KIND)
+
+    def _call(self, fn, *args, **kwargs):
+        return retrying(lambda: fn(*args, **kwargs), self.store.describe(fn.__name__))
 
     def start_run(self, name: str, tags: dict[str, str], params: dict[str, Any] | None = None, parent: str | None = None) -> str:
-        tags = dict(tags, **({"mlflow.parentRunId": parent} if parent else {}))
-        run = self.client.create_run(self.experiment_id, run_name=name, tags=tags)
+        tags = dict(tags, **({PARENT: parent} if parent else {}))
+        run = self._call(self.client.create_run, self.experiment_id, run_name=name, tags=tags)
         if params:
             self.log_params(run.info.run_id, params)
         return run.info.run_id
@@ -104,38 +115,48 @@ class Tracker:
     def log_params(self, run_id: str, params: dict[str, Any]) -> None:
         items = [Param(k, str(v)[:6000]) for k, v in params.items()]
         for i in range(0, len(items), 100):
-            self.client.log_batch(run_id, params=items[i : i + 100])
+            self._call(self.client.log_batch, run_id, params=items[i : i + 100])
 
     def set_tags(self, run_id: str, tags: dict[str, Any]) -> None:
-        self.client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+        self._call(self.client.log_batch, run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
 
     def log_metrics(self, run_id: str, metrics: dict[str, float], step: int) -> None:
         now = int(time.time() * 1000)
         items = [Metric(k, float(v), now, step) for k, v in metrics.items() if v is not None]
         for i in range(0, len(items), BATCH):
-            self.client.log_batch(run_id, metrics=items[i : i + BATCH])
+            self._call(self.client.log_batch, run_id, metrics=items[i : i + BATCH])
 
     def log_dict(self, run_id: str, obj: Any, name: str) -> None:
-        self.client.log_dict(run_id, obj, name)
+        self._call(self.client.log_dict, run_id, obj, name)
 
     def end_run(self, run_id: str, status: str) -> None:
         """status: FINISHED, FAILED or KILLED."""
-        self.client.set_terminated(run_id, status)
+        self._call(self.client.set_terminated, run_id, status)
 
-    def end_stale_runs(self, is_stale) -> int:
-        """Mark RUNNING child runs whose worker is gone as FAILED; returns how many."""
-        runs = self.client.search_runs([self.experiment_id], "attributes.status = 'RUNNING'", max_results=5000)
-        n = 0
+    def fail_run(self, run_id: str, reason: str, status: str = "FAILED", label: str = "failed") -> None:
+        """End a run that did not finish, saying why (bench.status = `label`, bench.failure = `reason`)."""
+        self.set_tags(run_id, {STATUS: label, FAILURE: reason})
+        self.end_run(run_id, status)
+
+    def running_runs(self, extra_filter: str = "") -> list:
+        query = "attributes.status = 'RUNNING'" + (f" AND {extra_filter}" if extra_filter else "")
+        return self._call(self.client.search_runs, [self.experiment_id], query, max_results=5000)
+
+    def find_finished(self, tags: dict[str, str]) -> bool:
+        """Whether a FINISHED run with these tags exists (an extra already measured)."""
+        query = " AND ".join([f"tags.`{k}` = '{v}'" for k, v in tags.items()] + ["attributes.status = 'FINISHED'"])
+        return bool(self._call(self.client.search_runs, [self.experiment_id], query, max_results=1))
+
+    def end_runs_of_worker(self, host: str, pid: str, reason: str) -> int:
+        """End every RUNNING run of the worker (host, pid) FAILED with `reason` (the worker is gone)."""
+        runs = self.running_runs(f"tags.`{HOST}` = '{host}' AND tags.`{PID}` = '{pid}'")
         for run in runs:
-            if is_stale(run.data.tags.get("bench.host"), run.data.tags.get("bench.pid")):
-                self.client.set_tag(run.info.run_id, "bench.failure", "worker died (stale RUNNING run)")
-                self.client.set_terminated(run.info.run_id, "FAILED")
-                n += 1
-        return n
+            self.fail_run(run.info.run_id, reason)
+        return len(runs)
 
 
 class RunLogger:
-    """The `log_epoch` logger that train_trial calls: per-epoch metrics with step=epoch."""
+    """The `log_epoch` logger that the training engine calls: per-epoch metrics with step=epoch."""
 
     def __init__(self, tracker: Tracker, run_id: str, on_epoch=None):
         self.tracker, self.run_id, self.on_epoch = tracker, run_id, on_epoch
@@ -144,7 +165,3 @@ class RunLogger:
         self.tracker.log_metrics(self.run_id, metrics, step=epoch)
         if self.on_epoch:
             self.on_epoch(epoch, metrics)
-
-
-def worker_tags() -> dict[str, str]:
-    return {"bench.host": socket.gethostname(), "bench.pid": str(os.getpid())}

@@ -1,0 +1,177 @@
+"""Running claimed trials: ONE path for 1..k trials (start their MLflow runs, train them through
+train_packed, finish, fail or interrupt) and ONE out-of-memory ladder (a pack that runs out of device
+memory retries its trials alone; a lone trial retries once at half the batch size where the study allows)."""
+
+from __future__ import annotations
+
+import gc
+import os
+from dataclasses import replace
+from typing import Any
+
+import torch
+
+from bench.config import TrialConfig, as_dict
+from bench.engine.loop import pack_key, train_packed
+
+from . import tracking as tags
+from .liveness import hostname
+from .progress import Progress, trial_line
+from .scheduler import Claim, Scheduler
+from .stores import DiskFullError
+from .tracking import RunLogger, Tracker
+
+
+def reason_of(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}"
+
+
+class Executor:
+    """Trains what the scheduler claims and records it: MLflow runs through the tracker, results through
+    the scheduler, progress through `progress`."""
+
+    def __init__(self, scheduler: Scheduler, tracker: Tracker, data: Any, parent: str | None, progress: Progress):
+        self.scheduler, self.tracker, self.data, self.parent, self.progress = scheduler, tracker, data, parent, progress
+        self.study, self.profile = scheduler.study, scheduler.profile
+        self.on_cuda = torch.cuda.is_available()
+
+    def __call__(self, claims: list[Claim]) -> list[bool]:
+        """Train claimed trials, packed where their configs share an architecture (pack_key); one bool per
+        claim: True when it finished. Ctrl-C (or a full disk) fails every claimed trial still running."""
+        groups: dict[Any, list[int]] = {}
+        cfgs = [self.study.config(self.profile, c.arm, c.seed, **c.extra) for c in claims]
+        for i, cfg in enumerate(cfgs):
+            key = pack_key(cfg)
+            groups.setdefault(("alone", i) if key is None else key, []).append(i)
+        ok = [False] * len(claims)
+        try:
+            for members in groups.values():
+                for i, result in zip(members, self._train([claims[i] for i in members], [cfgs[i] for i in members])):
+                    ok[i] = result
+        except BaseException:  # Ctrl-C in one group: the claimed trials of the others are failed too (rerun next time)
+            try:
+                self.scheduler.abandon(claims)
+            except DiskFullError:
+                pass  # the storage cannot record it: the next execution finds the trials stale (pid gone)
+            raise
+        return ok
+
+    # ------------------------------------------------------------------ one path for 1..k trials
+    def _train(self, claims: list[Claim], cfgs: list[TrialConfig], retry: dict[str, str] | None = None) -> list[bool]:
+        """Start the runs, train the claims together, finish them; on failure, the out-of-memory ladder."""
+        run_ids: list[str] = []
+        try:
+            for claim, cfg in zip(claims, cfgs):
+                run_ids.append(self._start_run(claim, cfg, len(claims), retry))
+            label = claims[0].label + (f" +{len(claims) - 1} packed" if len(claims) > 1 else "")
+            self.progress.status(label)
+
+            def on_epoch(epoch: int, m: dict) -> None:
+                self.progress.status(f"{label} epoch {epoch}/{cfgs[0].epochs} val_acc {m.get('val_acc', 0):.3f}")
+
+            loggers = [RunLogger(self.tracker, run_id, on_epoch if j == 0 else None) for j, run_id in enumerate(run_ids)]
+            records = train_packed(cfgs, loggers, progress=False, data=self.data)
+            for run_id, claim, record in zip(run_ids, claims, records):
+                self._log_record(run_id, claim, record)
+        except KeyboardInterrupt:
+            self._end_runs(run_ids, "interrupted by Ctrl-C", "KILLED", "interrupted")
+            raise
+        except DiskFullError as exc:
+            self._end_runs(run_ids, str(exc))
+            raise
+        except Exception as exc:  # a crash of these trials is recorded and the study goes on
+            reason = reason_of(exc) if len(claims) == 1 else f"packed x{len(claims)}: {reason_of(exc)}"
+            self._end_runs(run_ids, reason)
+            if not isinstance(exc, torch.OutOfMemoryError):
+                for claim in claims:
+                    self._fail(claim, reason)
+                if os.environ.get("BENCH_DEBUG"):
+                    raise
+                return [False] * len(claims)
+            ladder = self._ladder(claims, cfgs, retry, reason)
+        else:
+            return [self._finish(run_id, claim, record) for run_id, claim, record in zip(run_ids, claims, records)]
+        # Out of memory, outside the except block: the failed attempt's frames (and device memory) are gone.
+        gc.collect()
+        if self.on_cuda:
+            torch.cuda.empty_cache()
+        if ladder is None:
+            return [False] * len(claims)
+        return [ok for step in ladder for ok in self._train(*step)]
+
+    def _ladder(self, claims: list[Claim], cfgs: list[TrialConfig], retry: dict | None, reason: str) -> list[tuple] | None:
+        """The next rung after running out of memory: a pack's trials alone; a lone trial once at half the
+        batch size (where the study allows it); else None, the trials failed."""
+        if len(claims) > 1:
+            return [([c], [cfg], None) for c, cfg in zip(claims, cfgs)]
+        claim, cfg = claims[0], cfgs[0]
+        if retry is None and self.study.oom_retry and cfg.batch_size > 1:
+            half = replace(cfg, batch_size=cfg.batch_size // 2)
+            claim.trial.set_user_attr("oom_retry", half.batch_size)
+            return [([claim], [half], {tags.OOM_RETRY: f"batch_size halved to {half.batch_size} after: {reason}"})]
+        self._fail(claim, reason)
+        return None
+
+    # ------------------------------------------------------------------ MLflow and Optuna for one trial
+    def _start_run(self, claim: Claim, cfg: TrialConfig, packed: int, retry: dict | None) -> str:
+        """Open the trial's MLflow run (a child of the study execution's run)."""
+        run_tags = {
+            tags.STUDY: self.study.name,
+            tags.ARM: claim.arm.name,
+            tags.SEED: str(claim.seed),
+            tags.CLAIMS: ",".join(self.study.claims),
+            tags.PROFILE: self.profile,
+            tags.STAGE: claim.stage,
+            tags.OPTUNA_STUDY: claim.ostudy.study_name,
+            tags.OPTUNA_TRIAL: str(claim.trial.number),
+            tags.HOST: hostname(),
+            tags.PID: str(os.getpid()),
+            **{f"{tags.FACTOR}{f}": a for f, a in claim.arm.factors.items()},
+            **{f"{tags.TUNED if claim.stage == 'final' else tags.TUNE}{k}": str(v) for k, v in claim.extra.items()},
+            **({tags.PACKED: str(packed)} if packed > 1 else {}),  # trained together with packed-1 others
+            **(retry or {}),
+        }
+        run_id = self.tracker.start_run(f"{claim.label}", run_tags, as_dict(cfg), parent=self.parent)
+        self.scheduler.note_run(claim, run_id)
+        return run_id
+
+    def _log_record(self, run_id: str, claim: Claim, record: dict) -> None:
+        self.tracker.log_dict(run_id, record, "record.json")
+        self.tracker.set_tags(
+            run_id,
+            {
+                tags.STATUS: record["status"],
+                tags.DATA_SOURCE: record["data_source"],
+                tags.DEVICE: record["device"],
+                tags.GIT_COMMIT: record["git_commit"],
+            },
+        )
+        summary = {k: record[k] for k in ("epochs_run", "seconds", "train_seconds", "images_per_s", "best_val_acc")}
+        self.tracker.log_metrics(
+            run_id, {**summary, "diverged": float(record["status"] == "diverged")}, step=record["epochs_run"]
+        )
+        claim.trial.set_user_attr("status", record["status"])
+
+    def _finish(self, run_id: str, claim: Claim, record: dict) -> bool:
+        # MLflow before Optuna: a kill in between leaves a FINISHED run whose trial is rerun (a duplicate
+        # the report drops by trial), never a COMPLETE trial without its run.
+        self.tracker.end_run(run_id, "FINISHED")
+        if not self.scheduler.complete(claim, record["best_val_acc"] if record["status"] == "ok" else 0.0):
+            # Another worker judged this one dead while it trained (a stalled or suspended process) and
+            # reruns it: this run must not count as a second finished (arm, seed).
+            self.tracker.fail_run(run_id, "judged dead by another worker while training (no heartbeat); rerun there")
+            return False
+        done = self.scheduler.plan()[0] if self.progress.enabled else 0  # every worker's, as the storage counts
+        self.progress.finished(done, trial_line(claim.stage, claim.arm.name, claim.seed, record))
+        return True
+
+    def _fail(self, claim: Claim, reason: str) -> None:
+        self.scheduler.fail(claim, reason)
+        self.progress.finished(self.progress.done, trial_line(claim.stage, claim.arm.name, claim.seed, None, reason))
+
+    def _end_runs(self, run_ids: list[str], reason: str, status: str = "FAILED", label: str = "failed") -> None:
+        for run_id in run_ids:
+            try:
+                self.tracker.fail_run(run_id, reason, status, label)
+            except DiskFullError:
+                pass  # the store cannot take it now: the next execution ends the run (its worker is gone)

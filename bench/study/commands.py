@@ -21,10 +21,13 @@ def cmd_study(args) -> int:
 def cmd_ui(args) -> int:
     import subprocess
 
-    from .tracking import tracking_uri
+    from .tracking import prepare_ui, tracking_uri
 
     uri = tracking_uri(args.tracking_uri)
-    print(f"MLflow UI for {uri}: http://{args.host}:{args.port}  (Ctrl-C stops it)", flush=True)
+    prepare_ui(uri)  # a new SQLite store made whole first; every bench/* experiment tagged as training runs
+    # MLflow 3 opens on its GenAI view unless told otherwise; ?workflowType=machine_learning shows the runs tables
+    url = f"http://{args.host}:{args.port}/#/experiments?workflowType=machine_learning"
+    print(f"MLflow UI for {uri}: {url}  (Ctrl-C stops it)", flush=True)
     cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", args.host, "--port", str(args.port)]
     return subprocess.call(cmd)
 

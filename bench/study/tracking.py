@@ -155,6 +155,19 @@ class Tracker:
         return len(runs)
 
 
+def prepare_ui(uri: str) -> int:
+    """Before `bench ui`: a new SQLite store created whole (no UI process migrates it), and every bench/*
+    experiment tagged as training runs (those made before the tag existed). Returns how many were tagged."""
+    MLflowStore(uri).check()
+    client = MlflowClient(tracking_uri=uri)
+    n = 0
+    for exp in client.search_experiments(filter_string="name LIKE 'bench/%'", max_results=1000):
+        if exp.tags.get(EXPERIMENT_KIND) != TRAINING_KIND:
+            client.set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND, TRAINING_KIND)
+            n += 1
+    return n
+
+
 class RunLogger:
     """The `log_epoch` logger that the training engine calls: per-epoch metrics with step=epoch."""
 

@@ -1,0 +1,219 @@
+"""The runner's parts on their own, with real Optuna and MLflow stores: liveness judgements, store retries and
+full-disk recognition, plain progress lines, --pack/--workers auto, a study file given by path, and a new SQLite
+store that another process is still migrating."""
+
+from __future__ import annotations
+
+import errno
+import io
+import os
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+
+import optuna
+import pytest
+from mlflow.tracking import MlflowClient
+
+from bench.cli import main
+from bench.study import liveness, stores
+from bench.study.files import StudyError, get_study
+from bench.study.progress import Progress, trial_line
+from bench.study.runner import concurrency
+from bench.study.tracking import EXPERIMENT_KIND, TRAINING_KIND, Tracker
+
+from studyrun import SLOW_STUDY
+
+
+def running_trial(attrs: dict) -> optuna.trial.FrozenTrial:
+    study = optuna.create_study(storage=optuna.storages.InMemoryStorage())
+    trial = study.ask()
+    for k, v in attrs.items():
+        trial.set_user_attr(k, v)
+    return study.get_trials(deepcopy=False)[0]
+
+
+def test_stale_reason_local_pid_remote_heartbeat_and_own_trials():
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    now = time.time()
+    here = liveness.hostname()
+    # this host, process gone: dead at once, whatever its heartbeat says
+    assert "is gone" in liveness.stale_reason(running_trial({"host": here, "pid": dead.pid, "heartbeat": now}), 300)
+    # another host: judged by its heartbeat against the grace period (or 3 of its own intervals, if longer)
+    fresh = {"host": "node-b", "pid": 7, "heartbeat": now - 20, "heartbeat_interval": 2.0}
+    assert liveness.stale_reason(running_trial(fresh), 30, now) is None
+    assert "no heartbeat for 20 s (grace period 10 s)" in liveness.stale_reason(running_trial(fresh), 10, now)
+    slow_writer = {**fresh, "heartbeat_interval": 10.0}
+    assert liveness.stale_reason(running_trial(slow_writer), 10, now) is None  # 20 s < 3 x 10 s
+    # no heartbeat at all (died right after claiming): counted from the trial's start
+    assert liveness.stale_reason(running_trial({}), 300, now) is None
+    assert "unknown worker" in liveness.stale_reason(running_trial({}), 300, now + 400)
+    # this process's own trials are never judged, even with a stale stamp (a storage outage)
+    mine = {"host": here, "pid": os.getpid(), "heartbeat": now - 1000}
+    assert liveness.stale_reason(running_trial(mine), 10, now) is None
+
+
+def test_heartbeat_thread_stamps_held_trials_only():
+    storage = optuna.storages.InMemoryStorage()
+    study = optuna.create_study(storage=storage)
+    held, other = study.ask(), study.ask()
+    beat = liveness.Heartbeat(storage, interval=0.1)
+    try:
+        beat.hold(held)
+        first = storage.get_trial(held._trial_id).user_attrs["heartbeat"]
+        time.sleep(0.5)
+        assert storage.get_trial(held._trial_id).user_attrs["heartbeat"] > first
+        assert "heartbeat" not in storage.get_trial(other._trial_id).user_attrs
+        beat.release(held)
+        study.tell(held, 1.0)
+        time.sleep(0.3)  # a finished trial is no longer stamped (and the thread survives trying)
+        assert beat.thread.is_alive()
+    finally:
+        beat.stop()
+
+
+def test_full_disk_and_transient_errors_are_told_apart(tmp_path):
+    full = OSError(errno.ENOSPC, "No space left on device")
+    assert stores.disk_full(full) and not stores.transient(full)
+    try:  # SQLite's own word for it, wrapped the way MLflow wraps store errors
+        try:
+            raise sqlite3.OperationalError("database or disk is full")
+        except sqlite3.OperationalError as exc:
+            raise RuntimeError("(sqlite3.OperationalError) database or disk is full") from exc
+    except RuntimeError as exc:
+        assert stores.disk_full(exc) and not stores.transient(exc)
+    for text in ("server closed the connection unexpectedly", "the database system is shutting down", "Max retries exceeded"):
+        assert stores.transient(RuntimeError(text)) and not stores.disk_full(RuntimeError(text))
+    assert stores.transient(ConnectionRefusedError(111, "Connection refused"))
+    assert not stores.transient(sqlite3.OperationalError("no such table: runs"))  # a wrong request: not retried
+    error = stores.disk_full_error(stores.Where("the MLflow store sqlite:///x.db (log_batch)", tmp_path))
+    message = str(error)
+    assert str(tmp_path) in message and "MB free" in message and f"free at least {stores.MIN_FREE_MB} MB" in message
+    assert "\n" not in message
+
+
+def test_retrying_waits_for_a_store_that_comes_back(capsys):
+    calls = []
+
+    def flaky():
+        calls.append(time.monotonic())
+        if len(calls) < 3:
+            raise RuntimeError("connection failed: Connection refused")
+        return "ok"
+
+    assert stores.retrying(flaky, stores.Where("the Optuna storage postgresql://u:***@h/db"), budget=10) == "ok"
+    assert len(calls) == 3 and calls[2] - calls[1] >= 2 * (calls[1] - calls[0]) * 0.9  # backoff doubles
+    err = capsys.readouterr().err
+    assert err.count("retrying for up to 10 s") == 1 and "reachable again" in err
+    with pytest.raises(ValueError):  # not a store that is away: raised at once
+        stores.retrying(lambda: (_ for _ in ()).throw(ValueError("bad value")), stores.Where("x"), budget=10)
+    start = time.monotonic()
+    with pytest.raises(RuntimeError):  # the budget spent: the error goes up
+        stores.retrying(lambda: (_ for _ in ()).throw(RuntimeError("Connection refused")), stores.Where("x"), budget=1.2)
+    assert time.monotonic() - start < 3
+    with pytest.raises(stores.DiskFullError):
+        stores.retrying(lambda: (_ for _ in ()).throw(OSError(errno.ENOSPC, "No space left")), stores.Where("x"), budget=10)
+
+
+def test_progress_without_a_terminal_prints_one_plain_line_per_trial():
+    out, err = io.StringIO(), io.StringIO()
+    sys_stdout, sys.stdout = sys.stdout, out
+    try:
+        progress = Progress(total=3, done=1, label="slow", stream=err)
+        progress.status("final p0.0 seed=1 epoch 1/3")
+        progress.finished(2, trial_line("final", "p0.0", 1, {"status": "ok", "best_val_acc": 0.4123, "seconds": 2.34}))
+        progress.finished(2, trial_line("final", "p0.5", 1, None, "OutOfMemoryError: CUDA out of memory"))
+        progress.close()
+        quiet = Progress(total=3, done=1, label="slow", enabled=False, stream=err)
+        quiet.finished(3, "final p0.5 seed=2: ok")
+    finally:
+        sys.stdout = sys_stdout
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 2 and "\r" not in out.getvalue() + err.getvalue() and err.getvalue() == ""
+    assert lines[0].startswith("[2/3] final p0.0 seed=1: ok, val_acc 0.412, 2.3 s (")
+    assert lines[1].startswith("[2/3] final p0.5 seed=1: failed (OutOfMemoryError: CUDA out of memory)")
+
+
+def test_pack_and_workers_auto_and_packable_false(tmp_path):
+    path = tmp_path / "slow.toml"
+    path.write_text(SLOW_STUDY)
+    study = get_study(str(path))
+    from bench.perf.concurrency import default_concurrency
+
+    for device in ("cpu", "cuda"):
+        want_pack, want_workers, why = default_concurrency("mlp", device)
+        assert concurrency(study, "smoke", "auto", "auto", device) == (want_pack, want_workers, why)
+    assert concurrency(study, "smoke", "3", "2", "cpu")[:2] == (3, 2)
+    alone = get_study(str(_write(tmp_path, "alone", SLOW_STUDY.replace('name = "slow"', 'name = "alone"\npackable = false'))))
+    pack, _, why = concurrency(alone, "smoke", "4", "1", "cuda")
+    assert pack == 1 and "packable = false" in why
+    for bad in ("0", "many", "-2"):
+        with pytest.raises(StudyError, match="expected auto or an integer >= 1"):
+            concurrency(study, "smoke", bad, "auto", "cpu")
+
+
+def _write(folder, name, text):
+    path = folder / f"{name}.toml"
+    path.write_text(text)
+    return path
+
+
+def test_study_file_by_path_is_validated_like_the_built_in_ones(tmp_path, monkeypatch, capsys):
+    path = _write(tmp_path, "slow", SLOW_STUDY)
+    monkeypatch.chdir(tmp_path)
+    assert get_study("./slow.toml").name == "slow" and get_study(str(path)).path == str(path)
+    with pytest.raises(StudyError, match="study file nope.toml does not exist"):
+        get_study("nope.toml")
+    broken = _write(
+        tmp_path, "broken", SLOW_STUDY.replace('name = "slow"', 'name = "broken"').replace("epochs = 3", "epochs = 'x'")
+    )
+    assert main(["study", str(broken), "--profile", "smoke"]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [f"error: {broken}: field 'base': epochs expects int, got 'x'"]
+
+
+def test_new_sqlite_store_being_migrated_by_another_process_is_waited_for(tmp_path, monkeypatch):
+    """A reader (`mlflow ui`, a notebook) created the file and is migrating it: bench waits, never migrates
+    alongside it (that is what crashed with alembic's "Online migration expected to match one row")."""
+    import sqlalchemy
+    from mlflow.store.db.base_sql_model import Base
+    from mlflow.store.db.utils import _upgrade_db
+    from mlflow.store.tracking.dbmodels.initial_models import Base as InitialBase
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "mlflow.db"
+    engine = sqlalchemy.create_engine(f"sqlite:///{path}")
+    InitialBase.metadata.create_all(engine)  # the other process's first step: old tables, migrations to come
+    assert Base is not None
+    finished = []
+
+    def other_process_finishes_migrating():
+        time.sleep(2.0)
+        _upgrade_db(engine)
+        engine.dispose()
+        SqlAlchemyStore(f"sqlite:///{path}", "./mlruns")  # its default experiment
+        finished.append(time.monotonic())
+
+    other = threading.Thread(target=other_process_finishes_migrating)
+    other.start()
+    tracker = Tracker(f"sqlite:///{path}", "slow")
+    returned = time.monotonic()
+    other.join()
+    assert finished and returned >= finished[0]  # waited for the other migration instead of running its own
+    exp = MlflowClient(f"sqlite:///{path}").get_experiment(tracker.experiment_id)
+    assert exp.name == "bench/slow" and exp.tags[EXPERIMENT_KIND] == TRAINING_KIND
+
+
+def test_experiments_are_tagged_as_training_runs_when_made_and_when_opened(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    old = client.create_experiment("bench/old", tags={"bench.study": "old"})  # made before the tag existed
+    assert EXPERIMENT_KIND not in client.get_experiment(old).tags
+    Tracker(uri, "old")
+    new = Tracker(uri, "new").experiment_id
+    for exp_id in (old, new):
+        assert client.get_experiment(exp_id).tags[EXPERIMENT_KIND] == TRAINING_KIND

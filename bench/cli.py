@@ -1,5 +1,6 @@
 """The `bench` command: each room registers its own subcommands (engine: list, train; study: study, ui;
-perf: speed, gpu-check); the report's commands are here. Errors the user can fix are one line, exit 2."""
+perf: speed, gpu-check); the report's commands (report, export) are here and import the report lazily.
+Errors the user can fix are one line, exit 2."""
 
 from __future__ import annotations
 
@@ -10,18 +11,67 @@ from collections.abc import Sequence
 
 from .engine import commands as engine_commands
 from .errors import BenchError
+from .paths import writable_dir, writable_file
 from .perf import commands as perf_commands
 from .study import commands as study_commands
 
 
 def cmd_report(args) -> int:
+    out = writable_dir(args.out, "--out (the report folder)")
+    summary = writable_file(args.summary_md, "--summary-md (the README summary file)") if args.summary_md else None
     from report.build import build_report
 
     from .study.tracking import tracking_uri
 
-    path = build_report(tracking_uri(args.tracking_uri), args.out, args.study)
+    path = build_report(tracking_uri(args.tracking_uri), str(out), args.study, args.results, summary, args.figure)
     print(f"report written: {path}")
     return 0
+
+
+def cmd_export(args) -> int:
+    out = writable_file(args.out, "--out (the results bundle)")
+    from report.bundle import export
+
+    from .study.tracking import tracking_uri
+
+    bundle = export(tracking_uri(args.tracking_uri), out, args.study, args.profile, args.label)
+    n_final = sum(s["provenance"]["final_runs"] for s in bundle.studies.values())
+    profiles = ", ".join(f"{name} {entry['profile']}" for name, entry in bundle.studies.items())
+    print(
+        f"exported {len(bundle.runs)} runs ({n_final} final) of {len(bundle.studies)} studies ({profiles}) "
+        f"to {out}: {out.stat().st_size / 1e6:.2f} MB"
+    )
+    return 0
+
+
+def register_report(sub) -> None:
+    p = sub.add_parser(
+        "report",
+        help="write the report (HTML + Markdown) from the shipped results and/or the MLflow runs",
+        description="Sources, each shown on its own and side by side where several cover a claim: --results takes "
+        "bundle files (bench export), folders of them and 'mlflow' (the store of --tracking-uri); by default the "
+        "shipped bundles in results/reference/ and the MLflow store.",
+    )
+    p.add_argument("--out", default="report/out", help="output folder (default report/out)")
+    p.add_argument("--study", help="only this study's claims")
+    p.add_argument("--results", nargs="+", metavar="PATH", help="bundle files, folders of bundles, or 'mlflow'")
+    p.add_argument("--tracking-uri")
+    p.add_argument("--summary-md", metavar="FILE", help="also write the README's summary table (and one figure beside it)")
+    p.add_argument("--figure", default="resnet-error-depth", help="the figure --summary-md copies (a figure name of the report)")
+    p.set_defaults(func=cmd_report)
+    p = sub.add_parser(
+        "export",
+        help="write a portable results bundle (runs, extras, provenance) from the MLflow store",
+        description="One gzipped JSON file that `bench report --results` reads, and pandas reads without MLflow.",
+    )
+    p.add_argument("--out", required=True, help="the bundle file to write, e.g. results/mine.json.gz")
+    p.add_argument("--study", nargs="+", metavar="NAME", help="only these studies (default: every study with runs)")
+    p.add_argument(
+        "--profile", choices=("smoke", "quick", "full"), help="only this profile (default: each study's most thorough)"
+    )
+    p.add_argument("--label", help="what the report calls these results (default: the file name without .json.gz)")
+    p.add_argument("--tracking-uri")
+    p.set_defaults(func=cmd_export)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,11 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     engine_commands.register(sub)
     study_commands.register(sub)
     perf_commands.register(sub)
-    p = sub.add_parser("report", help="write the report (HTML + Markdown) from the MLflow runs")
-    p.add_argument("--out", default="report/out", help="output folder (default report/out)")
-    p.add_argument("--study", help="only this study's claims")
-    p.add_argument("--tracking-uri")
-    p.set_defaults(func=cmd_report)
+    register_report(sub)
     return parser
 
 

@@ -23,9 +23,11 @@ BAND = "band = mean over seeds with its 95% t interval (of log10 values on log a
 
 
 class FigureMaker:
-    """Draws figures into `<out>/figures/`; with out=None it draws nothing (table-only builds)."""
+    """Draws figures into `<out>/figures/`; with out=None it draws nothing (table-only builds). `tag` is appended to
+    every file name, so the sections of several results sources keep their own figures."""
 
-    def __init__(self, out: str | Path | None):
+    def __init__(self, out: str | Path | None, tag: str = ""):
+        self.tag = tag
         self.dir = Path(out) / "figures" if out is not None else None
         if self.dir is not None:
             self.dir.mkdir(parents=True, exist_ok=True)
@@ -39,10 +41,11 @@ class FigureMaker:
         """Title, lay out and write `fig` as figures/<name>.png; the Figure the section lists."""
         fig.suptitle(title, fontsize=12, fontweight="bold")
         fig.tight_layout()
-        fig.savefig(self.dir / f"{name}.png", dpi=DPI)
+        file = f"{name}-{self.tag}.png" if self.tag else f"{name}.png"
+        fig.savefig(self.dir / file, dpi=DPI)
         width = int(fig.get_size_inches()[0] * DPI)
         plt.close(fig)
-        return Figure(f"figures/{name}.png", title, caption, width)
+        return Figure(f"figures/{file}", title, caption, width)
 
     # ------------------------------------------------------------------ curves over epochs
     def curves(

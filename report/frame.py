@@ -118,27 +118,28 @@ def write_extras(extras: dict[str, dict[str, Any]], path: str | Path) -> None:
     path = Path(path)
     opener = gzip.open if path.suffix == ".gz" else open
     with opener(path, "wt") as f:
-        json.dump(extras, f, separators=(",", ":"), default=_clean)
+        json.dump(extras, f, separators=(",", ":"), default=clean_value)
 
 
-def _clean(value: Any) -> Any:
+def clean_value(value: Any) -> Any:
+    """A value JSON can hold: non-finite floats -> None, numpy numbers -> Python ones."""
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, (np.floating, np.integer)):
-        return _clean(value.item())
+        return clean_value(value.item())
     return value
 
 
 def write_runs(df: pd.DataFrame, path: str | Path) -> None:
     """Write the frame as JSON records (NaN -> null); gzipped when the name ends in .gz."""
     path = Path(path)
-    rows = [{k: _clean(v) for k, v in row.items() if not _is_missing(v)} for row in df.to_dict("records")]
+    rows = [{k: clean_value(v) for k, v in row.items() if not is_missing(v)} for row in df.to_dict("records")]
     opener = gzip.open if path.suffix == ".gz" else open
     with opener(path, "wt") as f:
         json.dump(rows, f, separators=(",", ":"))
 
 
-def _is_missing(value: Any) -> bool:
+def is_missing(value: Any) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value))
 
 

@@ -66,6 +66,31 @@ def flatten(
     return row
 
 
+def _experiments(client: MlflowClient, study: str | None) -> list:
+    """The studies' experiments ("bench/<study>"; only `study`'s when given), not the report's."""
+    return [
+        e
+        for e in client.search_experiments(filter_string="name LIKE 'bench/%'")
+        if e.name != REPORT_EXPERIMENT and (study is None or e.name == f"bench/{study}")
+    ]
+
+
+def study_file_params(tracking_uri: str) -> dict[str, str]:
+    """{study: the study file its newest execution read} (param `study_file` of the parent runs, bench.kind=study)."""
+    client = MlflowClient(tracking_uri=tracking_uri)
+    ids = [e.experiment_id for e in _experiments(client, None)]
+    runs = (
+        client.search_runs(ids, "tags.`bench.kind` = 'study'", max_results=5000, order_by=["attributes.start_time ASC"])
+        if ids
+        else []
+    )
+    return {
+        r.data.tags["bench.study"]: r.data.params["study_file"]
+        for r in runs
+        if "bench.study" in r.data.tags and "study_file" in r.data.params
+    }
+
+
 def _trial_runs(client: MlflowClient, experiment_ids: list[str]):
     token = None
     while True:
@@ -85,11 +110,7 @@ def load_runs(tracking_uri: str, study: str | None = None, ui: str | None = None
     into a fresh Optuna storage), final runs keep the newest; tune runs are all kept.
     """
     client = MlflowClient(tracking_uri=tracking_uri)
-    exps = [
-        e
-        for e in client.search_experiments(filter_string="name LIKE 'bench/%'")
-        if e.name != REPORT_EXPERIMENT and (study is None or e.name == f"bench/{study}")
-    ]
+    exps = _experiments(client, study)
     with _no_download_bars():
         rows = _records(client, exps, ui)
     df = pd.DataFrame(rows)
@@ -158,11 +179,7 @@ def load_extras(tracking_uri: str, study: str | None = None, ui: str | None = No
     bench.extra) the newest FINISHED run tagged bench.kind=extra, its artifact `<extra>.json` parsed, plus
     "run_id", "url" and "start_time". A run without its artifact is skipped (an older one may stand in)."""
     client = MlflowClient(tracking_uri=tracking_uri)
-    exps = [
-        e
-        for e in client.search_experiments(filter_string="name LIKE 'bench/%'")
-        if e.name != REPORT_EXPERIMENT and (study is None or e.name == f"bench/{study}")
-    ]
+    exps = _experiments(client, study)
     if not exps:
         return {}
     runs = sorted(_extra_runs(client, [e.experiment_id for e in exps]), key=lambda r: -(r.info.start_time or 0))

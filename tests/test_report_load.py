@@ -120,7 +120,7 @@ def test_flatten_maps_tags_to_columns():
 def test_build_report_writes_the_folder_and_logs_it_to_mlflow(store):
     uri, root, *_ = store
     out = root / "out"
-    index = build_report(uri, str(out), "dropout")
+    index = build_report(uri, str(out), "dropout", results=["mlflow"])
     assert index == out / "index.html" and index.exists() and (out / "report.md").exists()
     html = index.read_text()
     assert 'id="claim-dropout"' in html and 'id="claim-zero-init"' not in html  # --study keeps its claims only

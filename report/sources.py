@@ -1,0 +1,129 @@
+"""Where results come from: exported bundles (results/reference/ by default) and an MLflow store. Each is one
+Source the report labels ("reference · quick · CPU", "your runs · smoke · CPU") and never mixes with another;
+where several cover a claim, the larger scale gives the headline verdict."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from bench.errors import BenchError
+
+from .bundle import read_bundle
+from .frame import PROFILE_ORDER
+from .scale import rank, short_device
+from .section import Section
+from .verdict import NOT_MEASURED
+
+REFERENCE = Path(__file__).resolve().parents[1] / "results" / "reference"  # the shipped bundles
+LOCAL = "mlflow"  # in --results: the MLflow store (--tracking-uri, $MLFLOW_TRACKING_URI or ./mlflow.db)
+YOUR_RUNS = "your runs"
+
+
+@dataclass
+class Source:
+    name: str  # "reference" (a bundle's label) or "your runs" (the MLflow store)
+    origin: str  # the bundle file, or the tracking URI with any password hidden
+    df: pd.DataFrame  # the runs frame (report/frame.py)
+    extras: dict[str, dict[str, Any]] = field(default_factory=dict)
+    studies: dict[str, dict[str, Any]] = field(default_factory=dict)  # a bundle's per-study profile, provenance, definition
+    exported: str = ""  # a bundle's export date
+
+    def heading(self) -> str:
+        """ "reference · quick · CPU": the name, the profiles of its final runs and their devices."""
+        finals = self.df[self.df["stage"] == "final"] if len(self.df) else self.df
+        present = set(finals["profile"].dropna()) if len(finals) else set()
+        profiles = [p for p in PROFILE_ORDER if p in present] + sorted(present - set(PROFILE_ORDER))
+        devices = sorted({short_device(d) for d in finals["device"].dropna()}) if "device" in finals else []
+        return " · ".join([self.name, "+".join(profiles), "+".join(devices)]).rstrip(" ·") if len(finals) else self.name
+
+    def slug(self) -> str:
+        """A file-name-safe form of the heading, for figure names."""
+        return re.sub(r"[^a-z0-9]+", "-", self.heading().lower()).strip("-")
+
+
+def from_bundle(path: str | Path, study: str | None = None) -> Source:
+    """A bundle file as a Source (its runs link to no MLflow page here: they live in the exporting store)."""
+    b = read_bundle(path)
+    df = b.runs.assign(url="") if len(b.runs) else b.runs
+    if study is not None and len(df):
+        df = df[df["study"] == study]
+    return Source(b.label, str(path), df.reset_index(drop=True), b.extras, b.studies, b.exported)
+
+
+def from_mlflow(tracking_uri: str, study: str | None = None) -> Source:
+    """The MLflow store's runs and extras as a Source called "your runs"."""
+    from bench.study.tracking import redact
+
+    from .load import load_extras, load_runs
+
+    return Source(YOUR_RUNS, redact(tracking_uri), load_runs(tracking_uri, study), load_extras(tracking_uri, study))
+
+
+def bundle_files(path: str | Path) -> list[Path]:
+    """A bundle file, or every *.json.gz in a folder (sorted); BenchError for a path that is neither."""
+    p = Path(path).expanduser()
+    if p.is_dir():
+        return sorted(p.glob("*.json.gz"))
+    if p.is_file():
+        return [p]
+    raise BenchError(
+        f"--results {path}: no such bundle file or folder (give files written by `bench export`, a folder of them, or '{LOCAL}')"
+    )
+
+
+def gather(results: list[str] | None, tracking_uri: str, study: str | None = None) -> list[Source]:
+    """The sources of a report: each entry of `results` is a bundle file, a folder of bundles, or "mlflow" (the store
+    at `tracking_uri`); None = the shipped bundles (results/reference/) and the MLflow store. Sources without runs
+    are left out unless none has any."""
+    entries = results if results is not None else ([str(REFERENCE)] if REFERENCE.is_dir() else []) + [LOCAL]
+    sources = []
+    for entry in entries:
+        if entry == LOCAL or "://" in entry:
+            sources.append(from_mlflow(tracking_uri if entry == LOCAL else entry, study))
+        else:
+            sources += [from_bundle(f, study) for f in bundle_files(entry)]
+    measured = [s for s in sources if len(s.df) and (s.df["stage"] == "final").any()]
+    return measured or sources[-1:]
+
+
+# ---------------------------------------------------------------------------- several sources, one claim
+@dataclass
+class View:
+    """One claim (or a user's study) across sources: a section per source that measured it, in source order."""
+
+    entries: list[Section]
+
+    @property
+    def headline(self) -> Section:
+        """The section whose verdict the summary shows: measured, the larger scale, the current study definition,
+        a complete study, more seeds; ties go to the earlier source."""
+        return max(self.entries, key=preference)
+
+
+def preference(sec: Section) -> tuple:
+    measured = sec.verdict.label != NOT_MEASURED
+    sc = sec.scale
+    if sc is None:
+        return (measured, -1, False, False, sec.verdict.n_seeds)
+    return (measured, rank(sc.profile), not sc.mismatch, not sc.progress, sec.verdict.n_seeds)
+
+
+def views(per_source: list[list[Section]]) -> list[View]:
+    """Group the sources' sections by claim (claims in CLAIMS order, then users' studies as first met); a claim no
+    source measured keeps one "not yet measured" section."""
+    groups: dict[str, list[Section]] = {}
+    for sections in per_source:
+        for sec in sections:
+            groups.setdefault(sec.anchor, []).append(sec)
+    claims = [k for k in groups if k.startswith("claim-")]
+    order = claims + [k for k in groups if k not in claims]
+    out = []
+    for key in order:
+        measured = [s for s in groups[key] if s.verdict.label != NOT_MEASURED]
+        out.append(View(measured or groups[key][:1]))
+    return out

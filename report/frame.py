@@ -22,7 +22,7 @@ Identity and provenance (from the MLflow run and its `bench.*` tags)
     tune_lr         float  tune runs: the learning rate this tuning trial tried (tag bench.tune_lr)
     git_commit      str    code version that produced the record; torch_version str
 
-From the trial record (bench/train.py; one flat JSON per run)
+From the trial record (bench/engine; one flat JSON per run)
     status          str    "ok" or "diverged" (NaN/Inf loss ended the run; kept, never dropped)
     diverged_epoch  float  epoch of divergence, NaN when status is "ok"
     train_acc, val_acc, test_acc, train_loss, val_loss, test_loss
@@ -33,6 +33,10 @@ From the trial record (bench/train.py; one flat JSON per run)
     images_per_s    float  training throughput
     packed          float  trials trained together in one process (bench study --pack); NaN or 1 = alone.
                            A packed run's seconds are the pack's wall clock, not its own
+    chance          float  accuracy of guessing for the run's task: 0.1 (10 classes), 0.2 (the 5-class transfer
+                           target); a diverged run's accuracy counts as this (0.1 where a record lacks it)
+    graph           str    how the training step ran, e.g. "eager" (CPU) or a captured CUDA graph
+    partial_batch   str    what happened to the last, smaller batch of an epoch (run eagerly or dropped)
     n_params        int    trainable parameters
     n_train_used, n_val_used, n_test_used  int  split sizes
     device          str    e.g. "cpu (x86_64)" or "cuda (NVIDIA H100 ...)"
@@ -52,7 +56,7 @@ From the trial record (bench/train.py; one flat JSON per run)
     collapse_err    float  identity nets: max relative error of the composed linear map (else NaN)
     adagrad.bin_sqrt_sum, adagrad.bin_eff_lr  list  AdaGrad runs: parameters in deciles of
                            accumulated squared gradient: mean sqrt(sum g^2) and mean effective step
-    Localization runs (config.task = "localize", bench/localization.py) add, finals and history.<m> alike:
+    Localization runs (config.task = "localize", bench/engine/localize.py) add, finals and history.<m> alike:
     train_iou, val_iou, test_iou  float  mean IoU of predicted vs true boxes on fixed canvases (0..1)
     train_box_loss, val_box_loss, test_box_loss  float  the run's box loss on standardised box targets
                            (train/val/test_loss stay the class head's cross-entropy); history.train_box_loss_running
@@ -65,19 +69,24 @@ From the trial record (bench/train.py; one flat JSON per run)
     samples.label, samples.pred_label   list  per canvas true and predicted class index (pred: None if diverged)
 
 Missing values are NaN (or None inside lists). Nothing here depends on torch or MLflow:
-`load.py` builds the frame from MLflow; tests read it from a committed JSON fixture.
+`load.py` builds the frame from MLflow, `bundle.py` reads it from a results bundle (where `url` is empty: the
+runs live in the exporting machine's store); tests read it from a committed JSON fixture.
 
 Extras (not columns: a dict passed beside the frame, `extras[study][name]`)
-    A study execution may log measurements that are not trials (bench/extras.py) as the artifact
+    A study execution may log measurements that are not trials (bench/study/extras.py) as the artifact
     `<name>.json` of a run tagged bench.kind=extra, bench.extra=<name>, bench.study=<study> (no
     bench.stage). `load.load_extras` keeps the newest FINISHED one per (study, name): the parsed JSON
     plus run_id, url (MLflow UI link) and start_time. Known extras:
     extras["optimizer"]["trajectories"]
-        {"steps": int (step budget), "surfaces": {<surface>: {"label": str, "start": [x, y],
-         "minimum": [x, y], "grid": {"x": [...], "y": [...], "z": [[...]]}  (z[i][j] = f(x[j], y[i])),
-         "optimizers": {<optimizer>: {"lr": float, "path": [[x, y], ...], "loss": [float | None, ...]}}}}}
-        every optimizer from the same start, each at its own best lr; a diverged path ends early and
-        its last loss is None. Surfaces: "quadratic" (0.5 (x^2 + 25 y^2)), "rosenbrock".
+        {"steps": int (step budget), "surfaces": {<surface>: {"label": str, "favours": str (which optimizers the
+         surface favours by construction, and why), "start": [x, y], "minimum": [x, y], "steep": [dx, dy] (unit
+         vector of the steep direction; reversals are counted along it), "grid": {"x": [...], "y": [...],
+         "z": [[...]]} (z[i][j] = f(x[j], y[i])), "optimizers": {<optimizer>: {"lr": float, "lr_grid": [lo, hi]
+         (the searched grid after widening), "lr_on_edge": bool, "path": [[x, y], ...],
+         "loss": [float | None, ...]}}}}}
+        every optimizer from the same start, each at its own best lr; a diverged path ends early and its last loss
+        is None. Surfaces (bench/study/extras.py): "quadratic" (0.5 (x^2 + 25 y^2), axis-aligned), "rotated" (the
+        same turned by 45 degrees), "rosenbrock". Older extras lack favours, steep and lr_grid (read as y and unknown).
 """
 
 from __future__ import annotations

@@ -1,28 +1,73 @@
-"""The optimizer-trajectory extra: real registry optimizers on 2-D surfaces."""
+"""The optimizer-trajectory extra: real registry optimizers on 2-D surfaces, each at its best learning rate on a
+grid widened while the best sits on an edge; the rotated quadratic favours no family by construction."""
 
 import math
 
+import pytest
+
 from bench.engine.components import OPTIMIZERS
-from bench.study.extras import SURFACES, descend, trajectories
+from bench.study.extras import LIMITS, SURFACES, best_lr, descend, trajectories
+
+ADAPTIVE, MOMENTUM = ("adagrad", "rmsprop", "adam"), ("sgd", "momentum", "nesterov")
+
+
+@pytest.fixture(scope="module")
+def traj():
+    return trajectories(grid_points=10)
+
+
+def final(traj, surface: str, opt: str) -> float:
+    return traj["surfaces"][surface]["optimizers"][opt]["loss"][-1]
 
 
 def test_descend_reaches_the_quadratic_minimum_and_stops_on_divergence():
-    _, f, start, minimum, _ = SURFACES["quadratic"]
-    path, losses = descend("sgd", f, start, lr=0.05)
+    spec = SURFACES["quadratic"]
+    path, losses = descend("sgd", spec.f, spec.start, lr=0.05)
     assert len(path) == len(losses) == 101 and losses[-1] < 1e-3 * losses[0]
-    assert math.dist(path[-1], minimum) < 0.1
-    path, losses = descend("sgd", f, start, lr=1.0)  # 1 - 25 lr < -1: the y coordinate blows up
+    assert math.dist(path[-1], spec.minimum) < 0.1
+    path, losses = descend("sgd", spec.f, spec.start, lr=1.0)  # 1 - 25 lr < -1: the y coordinate blows up
     assert len(path) < 101 and (losses[-1] is None or losses[-1] > 1e12)
 
 
-def test_trajectories_cover_every_optimizer_and_surface():
-    out = trajectories(grid_points=10)
-    assert set(out["surfaces"]) == set(SURFACES)
-    for surface in out["surfaces"].values():
+def test_the_rotated_quadratic_is_the_quadratic_turned_by_45_degrees():
+    q, r = SURFACES["quadratic"], SURFACES["rotated"]
+    assert r.f(*map(float, r.start)) == pytest.approx(q.f(*q.start))  # the same start loss
+    x, y = r.steep  # one unit along the steep axis costs the steep curvature, 25 * 0.5
+    assert r.f(x, y) == pytest.approx(12.5) and r.f(-y, x) == pytest.approx(0.5)
+
+
+def test_trajectories_cover_every_optimizer_and_surface(traj):
+    assert set(traj["surfaces"]) == set(SURFACES)
+    for name, surface in traj["surfaces"].items():
         assert set(surface["optimizers"]) == set(OPTIMIZERS.names())
         assert len(surface["grid"]["z"]) == 10 and len(surface["grid"]["z"][0]) == 10
+        assert surface["favours"] == SURFACES[name].favours and surface["steep"] == list(SURFACES[name].steep)
         for run in surface["optimizers"].values():
-            assert run["path"][0] == surface["start"] and len(run["path"]) == out["steps"] + 1
+            assert run["path"][0] == surface["start"] and len(run["path"]) == traj["steps"] + 1
             assert run["loss"][-1] < run["loss"][0]  # the best grid lr makes progress for everyone
-    sgd = out["surfaces"]["quadratic"]["optimizers"]["sgd"]
+    sgd = traj["surfaces"]["quadratic"]["optimizers"]["sgd"]
     assert sgd["lr"] < 2 / 25  # SGD is only stable below 2 / (largest curvature)
+
+
+def test_a_best_lr_on_the_grid_edge_widens_the_grid(traj):
+    for surface in traj["surfaces"].values():
+        for run in surface["optimizers"].values():
+            lo, hi = run["lr_grid"]
+            assert lo <= run["lr"] <= hi
+            if run["lr_on_edge"]:  # only where widening reached its limit
+                assert hi == pytest.approx(10 ** LIMITS[1]) or lo == pytest.approx(10 ** LIMITS[0])
+    ada = traj["surfaces"]["quadratic"]["optimizers"]["adagrad"]
+    assert ada["lr"] > 10 and not ada["lr_on_edge"]  # beyond the old grid's top (10), found inside the widened one
+    lr, grid, edge = best_lr("sgd", SURFACES["quadratic"].f, SURFACES["quadratic"].start)
+    assert lr == traj["surfaces"]["quadratic"]["optimizers"]["sgd"]["lr"] and grid == pytest.approx((1e-4, 10.0)) and not edge
+
+
+def test_rotation_changes_nothing_for_sgd_and_momentum_and_removes_the_adaptive_advantage(traj):
+    for opt in MOMENTUM:  # rotation-invariant updates: the same lr and the same losses
+        q, r = (traj["surfaces"][s]["optimizers"][opt] for s in ("quadratic", "rotated"))
+        assert q["lr"] == r["lr"] and r["loss"] == pytest.approx(q["loss"], rel=1e-9, abs=1e-12)
+    for opt in ("adagrad", "rmsprop"):  # per-coordinate scaling: exact on the axes, no help once rotated
+        assert final(traj, "rotated", opt) > 1e6 * final(traj, "quadratic", opt)
+    best = lambda s, family: min(final(traj, s, o) for o in family)  # noqa: E731
+    assert best("quadratic", ADAPTIVE) < best("quadratic", MOMENTUM)  # the axis-aligned surface favours adaptive steps
+    assert best("rotated", MOMENTUM) <= best("rotated", ADAPTIVE)  # the rotated one does not

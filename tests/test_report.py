@@ -178,7 +178,7 @@ def test_momentum_shows_the_trajectories_extra_when_the_fixture_has_it(built):
         return
     assert 'src="figures/opt-trajectories.png"' in html and traj["run_id"] in html
     table = momentum.tables[-1]
-    assert {r[0] for r in table.rows} == set(traj["surfaces"]) and "y reversals" in table.columns
+    assert {r[0] for r in table.rows} == set(traj["surfaces"]) and "steep-axis reversals" in table.columns
 
 
 def _init_with(runs: pd.DataFrame, he: list[float], xavier: list[float]) -> pd.DataFrame:

@@ -14,7 +14,9 @@ import pytest
 from report.build import write_report
 from report.figures import FigureMaker
 from report.sections import build_sections
+from report.trajectories import notes as trajectory_notes
 from report.trajectories import path_stats
+from report.trajectories import table as trajectory_table
 from report.verdict import CONTRADICTED, INCONCLUSIVE, PARTLY, SUPPORTED
 
 EPOCHS = 4
@@ -318,9 +320,28 @@ def optimizer_runs() -> list[dict]:
 def test_path_stats_count_reversals_and_divergence():
     traj = synthetic_trajectories()
     q = traj["surfaces"]["quadratic"]["optimizers"]
-    assert path_stats(q["sgd"], 100)["y reversals"] == 99 and path_stats(q["momentum"], 100)["y reversals"] == 0
+    assert path_stats(q["sgd"], 100)["reversals"] == 99 and path_stats(q["momentum"], 100)["reversals"] == 0
     bad = path_stats(traj["surfaces"]["rosenbrock"]["optimizers"]["adagrad"], 100)
     assert bad["diverged"] == 1 and bad["final loss"] == pytest.approx(68.6)
+
+
+def test_reversals_are_counted_along_the_surfaces_steep_axis():
+    c = s = math.sqrt(0.5)  # a zig-zag across the 45-degree axis: steps alternate along (-s, c), drift along (c, s)
+    path = [[0.1 * i * c - 0.5 * (-1) ** i * s, 0.1 * i * s + 0.5 * (-1) ** i * c] for i in range(21)]
+    opt = {"lr": 0.1, "path": path, "loss": [1.0] * 21}
+    assert path_stats(opt, 20, [-s, c])["reversals"] == 19  # every step flips across the valley
+    assert path_stats(opt, 20, [c, s])["reversals"] == 0  # along the valley it moves one way only
+
+
+def test_trajectory_table_flags_a_best_lr_on_the_grid_edge_and_says_what_each_surface_favours():
+    traj = synthetic_trajectories()
+    traj["surfaces"]["quadratic"]["favours"] = "per-coordinate adaptive steps: the axes are the coordinates"
+    traj["surfaces"]["quadratic"]["optimizers"]["momentum"].update(lr=1e4, lr_grid=[1e-4, 1e4], lr_on_edge=True)
+    table = trajectory_table(traj)
+    lrs = {(r[0], r[1]): r[2] for r in table.rows}
+    assert lrs[("quadratic", "momentum")] == "1e+04 (edge of the grid 1e-04..1e+04)" and lrs[("quadratic", "sgd")] == "0.07"
+    assert "quadratic: per-coordinate adaptive steps" in table.note
+    assert "quadratic: sgd (this surface favours per-coordinate adaptive steps)" in trajectory_notes(traj)  # lowest loss
 
 
 def test_momentum_section_shows_trajectories_without_changing_its_verdict(tmp_path):

@@ -57,7 +57,7 @@ def register_report(sub) -> None:
     p.add_argument("--results", nargs="+", metavar="PATH", help="bundle files, folders of bundles, or 'mlflow'")
     p.add_argument("--tracking-uri")
     p.add_argument("--summary-md", metavar="FILE", help="also write the README's summary table (and one figure beside it)")
-    p.add_argument("--figure", default="resnet-error-depth", help="the figure --summary-md copies (a figure name of the report)")
+    p.add_argument("--figure", default="lr-classic", help="the figure --summary-md copies (a figure name of the report)")
     p.set_defaults(func=cmd_report)
     p = sub.add_parser(
         "export",

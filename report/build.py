@@ -85,7 +85,7 @@ def build_report(
     study: str | None = None,
     results: list[str] | None = None,
     summary: Path | None = None,
-    figure: str = "resnet-error-depth",
+    figure: str = "lr-classic",
 ) -> Path:
     """Gather the sources (`results`: bundle files or folders and/or "mlflow"; None = the shipped bundles and the
     MLflow store at `tracking_uri`), write the report into `out` and, when the MLflow store is a source, log it

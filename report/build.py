@@ -16,7 +16,7 @@ from .render import Meta, SourceMeta, render_html
 from .scale import scale_of
 from .section import Link, Section
 from .sections import build_sections
-from .sources import LOCAL, Source, View, gather, views
+from .sources import Source, View, gather, views
 from .verdict import NOT_MEASURED
 
 
@@ -89,15 +89,15 @@ def build_report(
 ) -> Path:
     """Gather the sources (`results`: bundle files or folders and/or "mlflow"; None = the shipped bundles and the
     MLflow store at `tracking_uri`), write the report into `out` and, when the MLflow store is a source, log it
-    there (experiment "bench/report", one run per build); `summary`: also write the README's summary table there,
+    there (experiment "bench/report", one run per build; a report of several stores logs to the first); `summary`: also write the README's summary table there,
     with the report's figure `figure` beside it. Returns the path of index.html."""
     sources = gather(results, tracking_uri, study)
-    uses_store = results is None or any(r == LOCAL or "://" in r for r in results)
+    store = next((s.store for s in sources if s.store), None)
     run_id, link, client = None, None, None
-    if uses_store:
+    if store is not None:
         from mlflow.tracking import MlflowClient
 
-        client = MlflowClient(tracking_uri=tracking_uri)
+        client = MlflowClient(tracking_uri=store)
         try:
             exp = client.get_experiment_by_name(REPORT_EXPERIMENT)
             exp_id = exp.experiment_id if exp else client.create_experiment(REPORT_EXPERIMENT, tags={"bench.kind": "report"})

@@ -9,7 +9,7 @@ Layout: {"format", "version", "label", "exported" (date), "exported_by" {"git_co
 row of the frame each, missing values left out], "studies": {<study>: {"profile", "provenance" {device,
 torch_version, git_commit, data_source, data_digest: lists of the values its runs carry; first_run, last_run:
 dates; final_runs, tune_runs: counts}, "definition" (see `definition`), "extras" {<name>: the extra's JSON}}}}.
-The runs' `url` column is left out: it points at the exporting machine's MLflow UI.
+The runs' `url` column and the extras' `url` are left out: they point at the exporting machine's MLflow UI.
 """
 
 from __future__ import annotations
@@ -111,10 +111,10 @@ def make_bundle(df: pd.DataFrame, extras: dict, study_files: dict[str, Study], l
         study = study_files.get(name)
         if study is not None and profile in PROFILES:
             entry["definition"] = definition(study, profile)
-        if extras.get(name):
-            entry["extras"] = extras[name]
+        if extras.get(name):  # each without its `url`: a link into the exporting machine's MLflow UI
+            entry["extras"] = {k: {f: v for f, v in x.items() if f != "url"} for k, x in extras[name].items()}
         studies[name] = entry
-    kept = {name: extras[name] for name in studies if extras.get(name)}
+    kept = {name: entry["extras"] for name, entry in studies.items() if "extras" in entry}
     return Bundle(label, df, kept, studies, time.strftime("%Y-%m-%d %H:%M:%S"), {"git_commit": _git_commit()})
 
 
@@ -173,7 +173,10 @@ def export(
 
     from . import studies
     from .load import load_extras, load_runs, study_file_params
+    from .sources import missing_store
 
+    if missing_store(tracking_uri):
+        raise BundleError(f"no MLflow store at {redact(tracking_uri)}: run a study first, or pass --tracking-uri")
     df = load_runs(tracking_uri)
     if names:
         missing = [n for n in names if df.empty or n not in set(df["study"])]

@@ -12,6 +12,7 @@ from typing import Any
 import pandas as pd
 
 from bench.errors import BenchError
+from bench.study.tracking import redact
 
 from .bundle import read_bundle
 from .frame import PROFILE_ORDER
@@ -32,6 +33,7 @@ class Source:
     extras: dict[str, dict[str, Any]] = field(default_factory=dict)
     studies: dict[str, dict[str, Any]] = field(default_factory=dict)  # a bundle's per-study profile, provenance, definition
     exported: str = ""  # a bundle's export date
+    store: str = ""  # the tracking URI when the runs come from an MLflow store ("" for a bundle)
 
     def heading(self) -> str:
         """ "reference · quick · CPU": the name, the profiles of its final runs and their devices."""
@@ -57,11 +59,17 @@ def from_bundle(path: str | Path, study: str | None = None) -> Source:
 
 def from_mlflow(tracking_uri: str, study: str | None = None) -> Source:
     """The MLflow store's runs and extras as a Source called "your runs"."""
-    from bench.study.tracking import redact
-
     from .load import load_extras, load_runs
 
-    return Source(YOUR_RUNS, redact(tracking_uri), load_runs(tracking_uri, study), load_extras(tracking_uri, study))
+    if missing_store(tracking_uri):
+        raise BenchError(f"no MLflow store at {redact(tracking_uri)}: run a study first, or pass --tracking-uri")
+    runs, extras = load_runs(tracking_uri, study), load_extras(tracking_uri, study)
+    return Source(YOUR_RUNS, redact(tracking_uri), runs, extras, store=tracking_uri)
+
+
+def missing_store(tracking_uri: str) -> bool:
+    """A SQLite store whose file does not exist (opening it would create an empty one)."""
+    return tracking_uri.startswith("sqlite:///") and not Path(tracking_uri[len("sqlite:///") :]).expanduser().exists()
 
 
 def bundle_files(path: str | Path) -> list[Path]:
@@ -79,8 +87,10 @@ def bundle_files(path: str | Path) -> list[Path]:
 def gather(results: list[str] | None, tracking_uri: str, study: str | None = None) -> list[Source]:
     """The sources of a report: each entry of `results` is a bundle file, a folder of bundles, or "mlflow" (the store
     at `tracking_uri`); None = the shipped bundles (results/reference/) and the MLflow store. Sources without runs
-    are left out unless none has any."""
-    entries = results if results is not None else ([str(REFERENCE)] if REFERENCE.is_dir() else []) + [LOCAL]
+    are left out unless none has any; by default a SQLite store that does not exist yet is not created."""
+    entries = (
+        results if results is not None else [str(REFERENCE)] * REFERENCE.is_dir() + [LOCAL] * (not missing_store(tracking_uri))
+    )
     sources = []
     for entry in entries:
         if entry == LOCAL or "://" in entry:
@@ -88,7 +98,7 @@ def gather(results: list[str] | None, tracking_uri: str, study: str | None = Non
         else:
             sources += [from_bundle(f, study) for f in bundle_files(entry)]
     measured = [s for s in sources if len(s.df) and (s.df["stage"] == "final").any()]
-    return measured or sources[-1:]
+    return measured or sources[-1:] or [Source(YOUR_RUNS, redact(tracking_uri), pd.DataFrame())]
 
 
 # ---------------------------------------------------------------------------- several sources, one claim

@@ -104,6 +104,14 @@ def test_claims_without_runs_show_not_yet_measured_and_the_command(built):
                 assert f"bench study {study} --profile quick" in html and f"make study NAME={study}" in html
 
 
+def test_every_claim_has_a_study_file_listing_it_and_a_section(built):
+    _, sections, html = built
+    by_id = {s.claim_id: s for s in sections}
+    for cid in CLAIMS:
+        assert claim_studies(cid), f"no study file lists the claim {cid!r} (its `claims`)"
+        assert cid in by_id and by_id[cid].studies == claim_studies(cid) and f'id="claim-{cid}"' in html
+
+
 def test_every_core_claim_has_a_dedicated_analysis():
     analyses = discover()
     for cid in CLAIMS:

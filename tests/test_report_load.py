@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
+from bench.cli import main
 from report.build import build_report
+from report.bundle import read_bundle
 from report.frame import read_runs
 from report.load import flatten, load_extras, load_runs, run_url
 
@@ -157,3 +159,24 @@ def test_load_extras_keeps_the_newest_finished_readable_run_per_study_and_extra(
     traj = got["optimizer"]["trajectories"]
     assert traj["steps"] == 100 and traj["run_id"] == newest and traj["url"] == run_url(exp, newest)
     assert load_extras(uri, "dropout") == {}
+
+
+def test_bench_export_writes_the_stores_runs_and_the_report_reads_them_as_the_store(store, tmp_path, capsys):
+    uri, _, rows, newest, _ = store
+    path = tmp_path / "mine.json.gz"
+    assert main(["export", "--out", str(path), "--tracking-uri", uri]) == 0
+    assert f"exported {len(rows)} runs ({len(rows)} final) of 1 studies (dropout smoke)" in capsys.readouterr().out
+    bundle = read_bundle(path)
+    assert bundle.label == "mine" and newest in set(bundle.runs["run_id"]) and len(bundle.runs) == len(load_runs(uri))
+    assert bundle.studies["dropout"]["definition"]["file"] == "dropout.toml"
+    assert main(["export", "--out", str(path), "--study", "init", "--tracking-uri", uri]) == 2  # no runs of init here
+    assert "no runs of init" in capsys.readouterr().err
+    assert main(["export", "--out", str(path), "--profile", "full", "--tracking-uri", uri]) == 2
+    assert "no final runs to export" in capsys.readouterr().err
+    md = {}
+    for name, results in (("store", ["mlflow"]), ("bundle", [str(path)])):
+        out = tmp_path / name
+        assert main(["report", "--study", "dropout", "--tracking-uri", uri, "--out", str(out), "--results", *results]) == 0
+        text = (out / "report.md").read_text()
+        md[name] = text[text.index("## Summary") : text.index("**How to read")]
+    assert md["store"] == md["bundle"] and "| [dropout](#claim-dropout) | **" in md["store"]

@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 
 from bench import data as bd
-from bench.data import NORMALIZATIONS, Cifar10, DataError, augment, fit_normalizer, iterate_batches, load_cifar10, make_splits
+from bench.data import NORMALIZATIONS, Cifar10, DataError, augment, fit_normalizer, load_cifar10, make_splits
 from bench.data import normalize as bn
 from bench.data import source as bs
 
@@ -503,17 +503,6 @@ def test_augment_is_deterministic_per_generator_seed():
     a = augment(x, torch.Generator().manual_seed(7))
     assert torch.equal(a, augment(x, torch.Generator().manual_seed(7)))
     assert not torch.equal(a, augment(x, torch.Generator().manual_seed(8)))
-
-
-def test_iterate_batches():
-    batches = list(iterate_batches(10, 4, torch.Generator().manual_seed(0)))
-    assert [len(b) for b in batches] == [4, 4, 2]
-    assert sorted(torch.cat(batches).tolist()) == list(range(10))
-    assert torch.cat(batches).tolist() != list(range(10))
-    again = list(iterate_batches(10, 4, torch.Generator().manual_seed(0)))
-    assert all(torch.equal(a, b) for a, b in zip(batches, again))
-    ordered = list(iterate_batches(5, 2, None, shuffle=False))
-    assert [b.tolist() for b in ordered] == [[0, 1], [2, 3], [4]]
 
 
 @pytest.mark.parametrize(

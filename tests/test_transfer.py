@@ -1,4 +1,4 @@
-"""task=transfer (bench/transfer.py): target splits, frozen features, the cached source, ImageNet weights.
+"""task=transfer (bench/engine/transfer.py): target splits, frozen features, the cached source, ImageNet weights.
 
 Most tests use a small synthetic data set (class-coloured noise images), so they run in seconds and
 without the real CIFAR-10 copy; the CLI test uses the real copy."""
@@ -57,7 +57,7 @@ def data(tmp_path, monkeypatch):
 
 @pytest.fixture
 def built(monkeypatch):
-    """Every target model setup_transfer builds, in order (to inspect it after train_trial)."""
+    """Every target model the transfer task builds, in order (to inspect it after train_trial)."""
     models = []
     real = transfer.target_model
 
@@ -112,7 +112,7 @@ def test_frozen_features_do_not_change_and_head_has_5_outputs(data, built, mode)
     model = built[-1]
     head = model[-1]
     assert isinstance(head, torch.nn.Linear) and head.out_features == 5
-    source = torch.load(transfer.source_path(make_config(TINY), data), weights_only=True)["state_dict"]
+    source = torch.load(transfer.source_path(make_config(TINY), data.digest), weights_only=True)["state_dict"]
     backbone = {k: v for k, v in model.state_dict().items() if int(k.split(".")[0]) < model.frozen}
     assert backbone and set(backbone) == {k for k in source if int(k.split(".")[0]) < model.frozen}
     for key, value in backbone.items():  # weights and BatchNorm statistics alike
@@ -128,13 +128,13 @@ def test_finetune_trains_the_features_and_scratch_needs_no_source(data, built, p
     assert pretrains == [] and built[-1].frozen == 0
     train_trial(make_config(dict(TINY, transfer="finetune")), progress=False, data=data)
     model = built[-1]
-    source = torch.load(transfer.source_path(make_config(TINY), data), weights_only=True)["state_dict"]
+    source = torch.load(transfer.source_path(make_config(TINY), data.digest), weights_only=True)["state_dict"]
     assert model.frozen == 0 and not torch.equal(model.state_dict()["0.weight"], source["0.weight"])
 
 
 def test_source_is_cached_and_reused_and_results_do_not_depend_on_the_cache(data, pretrains):
     first = train_trial(make_config(dict(TINY, transfer="linear")), progress=False, data=data)
-    assert len(pretrains) == 1 and transfer.source_path(make_config(TINY), data).is_file()
+    assert len(pretrains) == 1 and transfer.source_path(make_config(TINY), data.digest).is_file()
     second = train_trial(make_config(dict(TINY, transfer="linear")), progress=False, data=data)
     train_trial(make_config(dict(TINY, transfer="mlp", lr=0.01, per_class=10, epochs=1)), progress=False, data=data)
     assert len(pretrains) == 1  # same source: other target settings and lr do not retrain it
@@ -142,7 +142,7 @@ def test_source_is_cached_and_reused_and_results_do_not_depend_on_the_cache(data
     train_trial(make_config(dict(TINY, transfer="linear", seed=1)), progress=False, data=data)
     train_trial(make_config(dict(TINY, transfer="linear", pretrain_lr=0.02)), progress=False, data=data)
     assert len(pretrains) == 3  # a new seed or source lr is a new source
-    info = transfer.source_info(make_config(TINY), data)
+    info = transfer.source_info(make_config(TINY), data.digest)
     assert info["epochs"] == 2 and info["n_train"] == 200 and 0.0 <= info["test_acc"] <= 1.0
     assert first["source.test_acc"] == info["test_acc"] and first["source.epochs"] == 2  # the record says which source
 
@@ -150,7 +150,7 @@ def test_source_is_cached_and_reused_and_results_do_not_depend_on_the_cache(data
 def test_source_learns_the_source_classes(data):
     cfg = make_config(dict(TINY, width=8, pretrain_epochs=4, transfer="linear"))
     train_trial(cfg, progress=False, data=data)
-    assert transfer.source_info(cfg, data)["test_acc"] > 0.5  # tinted classes: chance is 0.2
+    assert transfer.source_info(cfg, data.digest)["test_acc"] > 0.5  # tinted classes: chance is 0.2
 
 
 def _fake_resnet18(path):
@@ -172,12 +172,12 @@ def test_imagenet_weights_load_with_weights_only(data, tmp_path, monkeypatch):
 
     monkeypatch.setattr(torch, "load", spy)
     cfg = make_config(dict(TINY, source="imagenet", weights=str(path), transfer="linear"))
-    splits, norm, make_model = transfer.setup_transfer(cfg, data, torch.device("cpu"))
+    td = transfer.Transfer().prepare(cfg, data, torch.device("cpu"))
     assert calls == [True]
-    model = make_model(norm.out_shape, torch.Generator().manual_seed(0))
+    model = td.make_model(cfg, td.norm.out_shape, torch.Generator().manual_seed(0))
     assert torch.equal(model[1].weight, state["conv1.weight"]) and model[-1].out_features == 5
     assert all(not p.requires_grad for m in list(model)[: model.frozen] for p in m.parameters())
-    assert model(norm(splits.train_x[:2])).shape == (2, 5)
+    assert model(td.prep(td.train_x[:2])).shape == (2, 5)
 
 
 def test_bad_weights_give_a_clear_data_error(data, tmp_path):

@@ -3,7 +3,7 @@ normalisations (normalize.py), batch augmentation (augment.py) and canvas placem
 (canvas.py). Images stay uint8 NCHW (0..255) until a Normalizer turns a batch into float32 on the
 training device, so the whole data set (60k x 3 x 32 x 32 = 184 MB) is cheap to keep there."""
 
-from .augment import augment, iterate_batches
+from .augment import augment
 from .cache import atomic_save, cache_dir, locked
 from .canvas import (
     CANVAS_GREY,
@@ -22,7 +22,6 @@ from .splits import Splits, class_subset_splits, make_splits
 
 __all__ = [
     "augment",
-    "iterate_batches",
     "atomic_save",
     "cache_dir",
     "locked",

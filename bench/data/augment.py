@@ -1,9 +1,7 @@
-"""Whole-batch augmentation (random crop with zero padding, horizontal flip) and shuffled index batches,
-drawn from a caller's generator on the generator's device."""
+"""Whole-batch augmentation (random crop with zero padding, horizontal flip), drawn from a caller's generator
+on the generator's device (a trial's own, on its training device: no host round trip)."""
 
 from __future__ import annotations
-
-from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -34,15 +32,3 @@ def augment(x: torch.Tensor, generator: torch.Generator | None = None, pad: int 
     # Gather rows then columns: two cheap index_select-like ops, no loop over images.
     out = padded.gather(2, rows[:, None, :, None].expand(b, x.shape[1], h, padded.shape[3]))
     return out.gather(3, cols[:, None, None, :].expand(b, x.shape[1], h, w))
-
-
-def iterate_batches(n: int, batch_size: int, generator: torch.Generator | None, shuffle: bool = True) -> Iterator[torch.Tensor]:
-    """Yield int64 index tensors covering range(n) once (shuffled if asked); last batch may be short.
-
-    Indices live on the generator's device (CPU when generator is None).
-    """
-    if batch_size <= 0:
-        raise ValueError(f"batch_size must be positive, got {batch_size}")
-    dev = generator.device if generator is not None else "cpu"
-    order = torch.randperm(n, generator=generator, device=dev) if shuffle else torch.arange(n, device=dev)
-    yield from order.split(batch_size)

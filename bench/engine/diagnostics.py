@@ -9,15 +9,16 @@ import math
 import torch
 from torch import nn
 
-from .components import Activation
+from .activations import Activation, profile, saturated
 from .models import Dropout, activation_layers, weight_layers
+from .optim import Adagrad, Optimizer
 
 HIST_BINS = 40  # bins of the per-layer activation histograms
 
 
 def _histogram(y: torch.Tensor, act: Activation) -> tuple[list[float], list[int]]:
-    bounds = {"sigmoid": (0.0, 1.0), "tanh": (-1.0, 1.0), "sigmoid_centered": (-0.5, 0.5)}
-    lo, hi = bounds.get(act.name, (float(y.min()), float(y.max())))
+    """40-bin histogram over the activation's output range when it is bounded (sigmoid, tanh), else the data's."""
+    lo, hi = profile(act.name).bounds or (float(y.min()), float(y.max()))
     if not math.isfinite(lo) or not math.isfinite(hi):
         return [], []
     if hi <= lo:
@@ -28,40 +29,55 @@ def _histogram(y: torch.Tensor, act: Activation) -> tuple[list[float], list[int]
 
 
 def probe(model: nn.Module, x: torch.Tensor, y: torch.Tensor, histograms: bool = False) -> dict:
-    """Forward+backward the probe batch in training mode without changing the model.
+    """Forward+backward the probe batch in training mode without changing the model or the trial's randomness.
 
-    BatchNorm uses the probe's batch statistics (as in training) but its running averages
-    are left untouched; the global RNG (dropout) is restored afterwards; gradients are cleared.
-    Returns flat metrics: `<layer>.<stat>` for activations (Axx) and weight layers (Lxx).
+    BatchNorm uses the probe's batch statistics (as in training) but its running averages are left untouched;
+    dropout draws from the forked global RNG, not the trial's generator; the parameters' gradients are put back
+    as they were (a captured CUDA graph keeps writing into them). Saturation and dead units come from each
+    activation's derivative at its inputs (autograd). Returns flat metrics: `<layer>.<stat>` for activations
+    (Axx) and weight layers (Lxx).
     """
     acts, inputs, hooks = {}, {}, []
     for name, mod in activation_layers(model):
-        hooks.append(mod.register_forward_hook(lambda m, i, o, name=name: acts.__setitem__(name, (m, o.detach()))))
+        hooks.append(mod.register_forward_hook(lambda m, i, o, name=name: acts.__setitem__(name, (m, i[0].detach(), o.detach()))))
     for name, mod in weight_layers(model):
         if isinstance(mod, nn.Linear):
             hooks.append(mod.register_forward_pre_hook(lambda m, i, name=name: inputs.__setitem__(name, i[0].detach())))
     bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     saved = [m.momentum for m in bns]
+    drops = [m for m in model.modules() if isinstance(m, Dropout)]
+    generators = [m.generator for m in drops]
+    params = list(model.parameters())
+    grads = [p.grad for p in params]
+    weights = {name: m.weight for name, m in weight_layers(model)}
     was_training = model.training
     devices = [x.device.index or 0] if x.device.type == "cuda" else []
     try:
         for m in bns:
             m.momentum = 0.0  # running = (1-0)*running + 0*batch: unchanged
+        for m in drops:
+            m.generator = None
         model.train()
         with torch.random.fork_rng(devices=devices):
-            model.zero_grad(set_to_none=True)
+            for p in params:
+                p.grad = None
             loss = nn.functional.cross_entropy(model(x).float(), y)
-            loss.backward()
+            trainable = {name: w for name, w in weights.items() if w.requires_grad}  # frozen layers: no gradient, norm 0
+            probe_grads = dict(zip(trainable, torch.autograd.grad(loss, list(trainable.values()), allow_unused=True)))
     finally:
         for m, momentum in zip(bns, saved):
             m.momentum = momentum
+        for m, g in zip(drops, generators):
+            m.generator = g
+        for p, g in zip(params, grads):
+            p.grad = g
         for h in hooks:
             h.remove()
         model.train(was_training)
     out: dict = {"probe_loss": float(loss.detach())}
-    for name, (act, o) in acts.items():
+    for name, (act, inp, o) in acts.items():
         o = o.float()
-        sat = act.saturated(o)
+        sat = saturated(act, inp)
         units = sat.transpose(0, 1).reshape(sat.shape[1], -1) if sat.dim() > 1 else sat[None]
         out[f"{name}.act_mean"] = float(o.mean())
         out[f"{name}.act_std"] = float(o.std())
@@ -69,8 +85,8 @@ def probe(model: nn.Module, x: torch.Tensor, y: torch.Tensor, histograms: bool =
         out[f"{name}.dead"] = float(units.all(dim=1).float().mean())  # units with ~0 gradient on every probe image
         if histograms:
             out[f"{name}.hist_edges"], out[f"{name}.hist_counts"] = _histogram(o, act)
-    for name, mod in weight_layers(model):
-        g = mod.weight.grad
+    for name in weights:
+        g = probe_grads.get(name)
         out[f"{name}.grad_norm"] = float(g.norm()) if g is not None else 0.0
         if name in inputs:  # per-example weight gradient of unit i is delta_i * input: one sign iff inputs share one
             a = inputs[name].flatten(1).float()
@@ -78,7 +94,6 @@ def probe(model: nn.Module, x: torch.Tensor, y: torch.Tensor, histograms: bool =
             pos = ((a > 0) | ~nonzero).all(dim=1)
             neg = ((a < 0) | ~nonzero).all(dim=1)
             out[f"{name}.same_sign"] = float((pos | neg).float().mean())
-    model.zero_grad(set_to_none=True)
     return out
 
 
@@ -86,26 +101,27 @@ def snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
     return {name: m.weight.detach().clone() for name, m in weight_layers(model)}
 
 
-def update_ratios(model: nn.Module, before: dict[str, torch.Tensor]) -> dict[str, float]:
-    """||W_after - W_before|| / ||W_before|| per weight layer (CS231n: about 1e-3 is healthy)."""
+def update_ratios(model: nn.Module, before: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """||W_after - W_before|| / ||W_before|| per weight layer (CS231n: about 1e-3 is healthy), as device tensors:
+    measured right after a step without waiting for the device; read them at the epoch's end."""
     out = {}
     for name, m in weight_layers(model):
         w0 = before[name]
-        out[f"{name}.update_ratio"] = float((m.weight.detach() - w0).norm() / (w0.norm() + 1e-12))
+        out[f"{name}.update_ratio"] = (m.weight.detach() - w0).norm() / (w0.norm() + 1e-12)
     return out
 
 
-def effective_lr(model: nn.Module, optimizer: torch.optim.Optimizer, lr: float) -> dict[str, float]:
-    """Per-parameter step size lr/(sqrt(v)+eps) of adaptive optimizers, per weight layer
-    (median) and overall (median and 10th/90th percentiles); plain lr for SGD-family."""
-    key = {torch.optim.Adagrad: "sum", torch.optim.RMSprop: "square_avg", torch.optim.Adam: "exp_avg_sq"}.get(type(optimizer))
+def effective_lr(model: nn.Module, optimizer: Optimizer, lr: float) -> dict[str, float | None]:
+    """Per-parameter step size lr/(sqrt(v)+eps) of adaptive optimizers, per weight layer (median) and overall
+    (median and 10th/90th percentiles), at learning rate `lr`; the plain lr for the SGD family."""
+    key = optimizer.stat_name
     layers = weight_layers(model)
-    if key is not None and not any(float(optimizer.state.get(m.weight, {}).get("step", 0)) for _, m in layers):
+    if key is not None and float(optimizer.steps) == 0:
         # Before the first step an adaptive optimizer has no statistics: nothing to report.
         return {**{f"{name}.eff_lr": None for name, _ in layers}, "eff_lr_median": None, "eff_lr_p10": None, "eff_lr_p90": None}
     out, everything = {}, []
     for name, m in layers:
-        state = optimizer.state.get(m.weight, {})
+        state = optimizer.state(m.weight)
         if key is None or key not in state:
             eff = torch.full((1,), lr)
         else:
@@ -118,13 +134,13 @@ def effective_lr(model: nn.Module, optimizer: torch.optim.Optimizer, lr: float) 
     return out
 
 
-def accumulated_vs_step(model: nn.Module, optimizer: torch.optim.Optimizer, lr: float, bins: int = 10) -> dict[str, list[float]]:
+def accumulated_vs_step(model: nn.Module, optimizer: Optimizer, lr: float, bins: int = 10) -> dict[str, list[float]]:
     """For AdaGrad: parameters binned by their accumulated squared gradient (deciles), with
     the mean accumulated gradient and mean effective step per bin (the per-parameter claim)."""
-    if not isinstance(optimizer, torch.optim.Adagrad):
+    if not isinstance(optimizer, Adagrad):
         return {}
     sums = torch.cat(
-        [optimizer.state[m.weight]["sum"].flatten().cpu() for _, m in weight_layers(model) if m.weight in optimizer.state]
+        [optimizer.state(m.weight)["sum"].flatten().cpu() for _, m in weight_layers(model) if optimizer.state(m.weight)]
     )
     order = sums.argsort()
     chunks = order.chunk(bins)

@@ -11,7 +11,8 @@ from torch.nn import functional as F
 
 from bench.registry import Registry
 
-from .components import ACTIVATIONS, apply_init
+from .activations import ACTIVATIONS, Activation
+from .inits import apply_init
 
 MODELS = Registry("model")
 NUM_CLASSES = 10
@@ -28,12 +29,20 @@ class Dropout(nn.Module):
     def __init__(self, p: float, mode: str = "inverted"):
         super().__init__()
         self.p, self.mode = p, mode
+        # Masks come from this generator (the trial's, on its device: set by the engine) or, when None, from
+        # the global RNG (packed trials under vmap draw one mask per trial from it).
+        self.generator: torch.Generator | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.p == 0.0:
             return x
         if self.training:
-            keep = (torch.rand_like(x) >= self.p).to(x.dtype)
+            u = (
+                torch.rand(x.shape, generator=self.generator, device=x.device, dtype=x.dtype)
+                if self.generator is not None
+                else torch.rand_like(x)
+            )
+            keep = (u >= self.p).to(x.dtype)
             return x * keep / (1.0 - self.p) if self.mode == "inverted" else x * keep
         return x * (1.0 - self.p) if self.mode == "classic" else x
 
@@ -140,7 +149,7 @@ def build_resnet(cfg, in_shape: tuple[int, ...]) -> nn.Module:
     return nn.Sequential(*layers)
 
 
-def build_model(cfg, in_shape: tuple[int, ...], generator: torch.Generator) -> nn.Module:
+def build_model(cfg, in_shape: tuple[int, ...], generator: torch.Generator | None) -> nn.Module:
     """Build cfg.model for inputs of per-sample shape `in_shape` and initialise it with cfg.init."""
     if cfg.model not in ("mlp", "linear") and len(in_shape) != 3:
         raise ValueError(f"model {cfg.model} needs image inputs (C,H,W), got features of shape {in_shape}")
@@ -157,7 +166,5 @@ def weight_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
 
 def activation_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
     """Activation modules in forward order, named A01, A02, ..."""
-    from .components import Activation
-
     mods = [m for m in model.modules() if isinstance(m, Activation)]
     return [(f"A{i + 1:02d}", m) for i, m in enumerate(mods)]

@@ -24,69 +24,36 @@ dropout is off), so they are a fixed function of the image.
 from __future__ import annotations
 
 import dataclasses
-import fcntl
 import hashlib
 import json
-import math
-import os
-import tempfile
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
-from bench.config import ConfigError, TrialConfig, as_dict
-from bench.data import (
-    ChannelAffine,
-    Cifar10,
-    DataError,
-    Normalizer,
-    Splits,
-    augment,
-    class_subset_splits,
-    fit_normalizer,
-    iterate_batches,
-)
+from bench.config import ConfigError, TrialConfig, as_dict, with_role
+from bench.data import ChannelAffine, Cifar10, DataError, Normalizer, Splits, atomic_save, cache_dir, class_subset_splits, locked
 
-from .components import ACTIVATIONS, OPTIMIZERS, SCHEDULES, apply_init
-from .loop import autocast_for
+from .activations import ACTIVATIONS
+from .fit import fit
+from .graph import graphs_usable
+from .inits import apply_init
 from .models import Dropout, build_model
+from .task import TASKS, Task
+from .trial import Trial
 
 SOURCE_CLASSES = (0, 1, 2, 3, 4)  # pretraining classes
 TARGET_CLASSES = (5, 6, 7, 8, 9)  # transfer classes, labels 0-4 in this order
 MLP_HEAD_WIDTH = 256  # hidden units of the mlp head
-SOURCE_VERSION = "v1"  # bump when source training changes, so old cached sources are not reused
+SOURCE_VERSION = "v2"  # bump when source training changes, so old cached sources are not reused (v2: the one loop)
 IMAGENET_SIZE = 224  # pixels: the scale ImageNet features are learned at (at 32 px ResNet-18's last stage sees 1x1)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)  # torchvision's ImageNet normalisation, per RGB channel (0..1 units)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-# Config fields that do not change the cifar5 source (target-only or run settings); every other
-# field is part of the source's cache key, so a new model option is keyed without a change here.
-NOT_SOURCE = frozenset(
-    {
-        "task",
-        "transfer",
-        "per_class",
-        "n_val",
-        "n_test",
-        "epochs",
-        "lr",
-        "test_noise",
-        "device",
-        "data_dir",
-        "probe_size",
-        "eval_train_size",
-        "weights",
-        "canvas",
-        "background",
-        "box_loss",
-        "box_weight",
-    }
-)
-
-MakeModel = Callable[[tuple[int, ...], torch.Generator], nn.Module]
+# Config fields that change the cifar5 source, from TrialConfig's metadata (bench/config.py `knob`): every field
+# but the target-only and run settings, so a new model option is part of the source's cache key without a change here.
+SOURCE_FIELDS = with_role("source")
 
 
 class TransferNet(nn.Sequential):
@@ -107,35 +74,76 @@ class TransferNet(nn.Sequential):
         return self
 
 
-def setup_transfer(cfg: TrialConfig, data: Cifar10, device: torch.device) -> tuple[Splits, Normalizer, MakeModel]:
-    """(target splits, normaliser, make_model(in_shape, generator)) for one transfer trial.
+class Transfer(Task):
+    """The target task: classes 5-9 (5-way), on features of a source network (see the module's docstring)."""
 
-    Trains (or loads from the cache) the cifar5 source, or loads the ImageNet weights, first.
-    The global RNG is left as it was, so a trial's numbers do not depend on whether its source
-    was cached.
-    """
-    splits = class_subset_splits(data, TARGET_CLASSES, cfg.per_class, cfg.n_val, cfg.n_test)
-    if cfg.source == "imagenet":
-        norm: Normalizer = ChannelAffine(
-            torch.tensor(IMAGENET_MEAN)[:, None, None] * 255,
-            torch.tensor(IMAGENET_STD)[:, None, None] * 255,
-            tuple(data.train_x.shape[1:]),
-        )
-        state = None if cfg.transfer == "scratch" else load_imagenet_weights(cfg.weights)
-        return splits, norm, lambda shape, gen: target_model(cfg, imagenet_backbone(state), gen)
-    source = source_splits(data, cfg)
-    norm = fit_normalizer(cfg.normalization, source.train_x, cfg.pca_k)  # the source's inputs, so its features match
-    if cfg.transfer == "scratch":
-        return splits, norm, lambda shape, gen: target_model(cfg, backbone_of(build_model(cfg, shape, gen)), gen)
-    with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
-        state = cifar5_source(cfg, data, device, source, norm)
+    name = "transfer"
+    chance = 1 / len(TARGET_CLASSES)
+    packable = False
 
-    def make_model(shape: tuple[int, ...], gen: torch.Generator) -> nn.Module:
-        model = source_model(cfg, shape, torch.Generator())
-        model.load_state_dict(state)
-        return target_model(cfg, backbone_of(model), gen)
+    def rules(self, cfg: TrialConfig) -> list[tuple[bool, str]]:
+        return [
+            (
+                cfg.per_class >= 0 and cfg.pretrain_epochs >= 1 and cfg.pretrain_lr >= 0,
+                "per_class must be >= 0 (0 = all), pretrain_epochs >= 1 and pretrain_lr >= 0 (0 = the trial's lr)",
+            ),
+            (
+                cfg.source != "imagenet" or cfg.transfer == "scratch" or bool(cfg.weights),
+                "source=imagenet needs weights=<torchvision ResNet-18 ImageNet weights: a local .pth file or an http(s) URL>",
+            ),
+        ]
 
-    return splits, norm, make_model
+    def splits(self, cfg: TrialConfig, data: Cifar10) -> Splits:
+        return class_subset_splits(data, TARGET_CLASSES, cfg.per_class, cfg.n_val, cfg.n_test)
+
+    def normalizer(self, cfg: TrialConfig, data: Cifar10, splits: Splits) -> Normalizer:
+        if cfg.source == "imagenet":
+            mean, std = torch.tensor(IMAGENET_MEAN)[:, None, None] * 255, torch.tensor(IMAGENET_STD)[:, None, None] * 255
+            return ChannelAffine(mean, std, tuple(data.train_x.shape[1:]))
+        return super().normalizer(cfg, data, source_splits(data, cfg))  # the source's inputs, so its features match
+
+    def model_builder(self, cfg: TrialConfig, data: Cifar10, splits: Splits, norm: Normalizer, device: torch.device):
+        """Trains (or loads from the cache) the cifar5 source, or loads the ImageNet weights, first. The global RNG
+        is left as it was, so a trial's numbers do not depend on whether its source was cached."""
+        if cfg.source == "imagenet":
+            state = None if cfg.transfer == "scratch" else load_imagenet_weights(cfg.weights)
+            return lambda trial_cfg, shape, gen: target_model(trial_cfg, imagenet_backbone(state), gen)
+        if cfg.transfer == "scratch":
+            return lambda trial_cfg, shape, gen: target_model(trial_cfg, backbone_of(build_model(trial_cfg, shape, gen)), gen)
+        with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
+            state = cifar5_source(cfg, data, device)
+
+        def make_model(trial_cfg: TrialConfig, shape: tuple[int, ...], gen: torch.Generator) -> nn.Module:
+            model = source_model(cfg, shape, torch.Generator())
+            model.load_state_dict(state)
+            return target_model(trial_cfg, backbone_of(model), gen)
+
+        return make_model
+
+    def finish(self, cfg, td, trial) -> dict[str, Any]:
+        if cfg.source != "cifar5" or cfg.transfer == "scratch":
+            return {}
+        info = source_info(cfg, td.digest) or {}  # how the source was trained: its accuracy, epochs, seconds
+        return {f"source.{k}": v for k, v in info.items()}
+
+
+TASKS.register("transfer", "pretrain on classes 0-4 (or ImageNet), train on classes 5-9: scratch, linear, mlp, finetune")(
+    Transfer
+)
+
+
+class Source(Task):
+    """The cifar5 source's own task: classes 0-4 (5-way), all their test images; trained once, then cached."""
+
+    name = "source"
+    chance = 1 / len(SOURCE_CLASSES)
+    packable = False
+
+    def splits(self, cfg: TrialConfig, data: Cifar10) -> Splits:
+        return source_splits(data, cfg)
+
+    def model_builder(self, cfg, data, splits, norm, device):
+        return source_model
 
 
 # ---------------------------------------------------------------------- target models
@@ -185,97 +193,73 @@ def source_config(cfg: TrialConfig) -> TrialConfig:
     return dataclasses.replace(cfg, lr=cfg.pretrain_lr or cfg.lr, epochs=cfg.pretrain_epochs)
 
 
-def source_key(cfg: TrialConfig, data: Cifar10) -> str:
-    """Hash of everything the source depends on: its config fields (all but NOT_SOURCE), the data, the code version."""
+def source_key(cfg: TrialConfig, digest: str) -> str:
+    """Hash of everything the source depends on: its config fields (SOURCE_FIELDS), the data, the code version."""
     src = source_config(cfg)
-    fields = {k: v for k, v in as_dict(src).items() if k not in NOT_SOURCE and k != "pretrain_lr"}
+    fields = {k: v for k, v in as_dict(src).items() if k in SOURCE_FIELDS}
     blob = json.dumps(
-        {"fields": fields, "lr": src.lr, "data": data.digest, "classes": SOURCE_CLASSES, "version": SOURCE_VERSION},
+        {
+            "fields": fields,
+            "lr": src.lr,
+            "epochs": src.epochs,
+            "data": digest,
+            "classes": SOURCE_CLASSES,
+            "version": SOURCE_VERSION,
+        },
         sort_keys=True,
     )
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def cache_dir() -> Path:
-    """$BENCH_CACHE_DIR, else ~/.cache/ablation-bench (where bench/data.py caches the images)."""
-    return Path(os.environ.get("BENCH_CACHE_DIR") or "~/.cache/ablation-bench").expanduser()
+def source_path(cfg: TrialConfig, digest: str) -> Path:
+    return cache_dir() / "sources" / f"cifar5-{cfg.model}-{source_key(cfg, digest)}.pt"
 
 
-def source_path(cfg: TrialConfig, data: Cifar10) -> Path:
-    return cache_dir() / "sources" / f"cifar5-{cfg.model}-{source_key(cfg, data)}.pt"
-
-
-def cifar5_source(
-    cfg: TrialConfig, data: Cifar10, device: torch.device, source: Splits, norm: Normalizer
-) -> dict[str, torch.Tensor]:
+def cifar5_source(cfg: TrialConfig, data: Cifar10, device: torch.device) -> dict[str, torch.Tensor]:
     """The trained source's state_dict: from the cache, else trained now and cached.
 
     A lock file serialises workers that need the same source: one trains, the others wait and load.
     """
-    path = source_path(cfg, data)
+    path = source_path(cfg, data.digest)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with _locked(path.with_suffix(".lock")):
+    with locked(path.with_suffix(".lock")):
         saved = _load_source(path)
         if saved is not None:
             return saved["state_dict"]
-        state, info = pretrain(source_config(cfg), source, norm, device)
-        _atomic_save({"state_dict": state, "info": info}, path)
+        state, info = pretrain(source_config(cfg), data, device)
+        atomic_save({"state_dict": state, "info": info}, path)
         return state
 
 
-def pretrain(cfg: TrialConfig, source: Splits, norm: Normalizer, device: torch.device) -> tuple[dict, dict]:
-    """Train source_model(cfg) on `source` for cfg.epochs; (state_dict on the CPU, info about the run)."""
+def pretrain(cfg: TrialConfig, data: Cifar10, device: torch.device) -> tuple[dict, dict]:
+    """Train source_model(cfg) on the source classes for cfg.epochs through the one loop (no per-epoch
+    evaluation; inputs normalised as the target's: fitted on these source images); (state_dict on the CPU,
+    what the record keeps about it)."""
     t0 = time.perf_counter()
-    torch.manual_seed(cfg.seed)
-    gen = torch.Generator().manual_seed(cfg.seed)
-    norm = norm.to(device)
-    amp = autocast_for(device)
-    tx, ty = source.train_x.to(device), source.train_y.to(device)
-    model = source_model(cfg, norm.out_shape, gen).to(device)
-    optimizer = OPTIMIZERS.get(cfg.optimizer)(model.parameters(), cfg)
-    steps = math.ceil(len(tx) / cfg.batch_size)
-    lr_at = SCHEDULES.get(cfg.schedule)(steps * cfg.epochs)
-    step = 0
-    model.train()
-    for epoch in range(1, cfg.epochs + 1):
-        for idx in iterate_batches(len(tx), cfg.batch_size, gen):
-            idx = idx.to(device)
-            xb = augment(tx[idx], gen) if cfg.augment else tx[idx]
-            xb = norm(xb)
-            if cfg.input_noise:
-                xb = xb + cfg.input_noise * torch.randn(xb.shape, generator=gen).to(device)
-            for group in optimizer.param_groups:
-                group["lr"] = cfg.lr * lr_at(step)
-            with amp():
-                loss = nn.functional.cross_entropy(model(xb).float(), ty[idx])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            step += 1
-        if not math.isfinite(float(loss.detach())):
-            raise ConfigError(
-                f"source pretraining diverged (loss {float(loss.detach())} in epoch {epoch}) at lr={cfg.lr}; "
-                f"set a smaller pretrain_lr"
-            )
-    model.eval()
-    with torch.no_grad():
-        sx, sy = source.test_x.to(device), source.test_y.to(device)
-        correct = sum(int((model(norm(sx[i : i + 512])).argmax(1) == sy[i : i + 512]).sum()) for i in range(0, len(sx), 512))
+    task = Source()
+    td = task.prepare(cfg, data, device)
+    trial = Trial(cfg, task, td, device)
+    fit([trial], "single", graphs_usable(device, cfg.cuda_graphs), progress=False, label="source", measure=False)
+    if trial.record["status"] != "ok":
+        raise ConfigError(
+            f"source pretraining diverged (epoch {trial.record['diverged_epoch']}) at lr={cfg.lr}; set a smaller pretrain_lr"
+        )
+    test = trial.evaluate(*td.evals["test"])
     info = {
-        "test_acc": correct / max(len(sx), 1),
+        "test_acc": test["acc"],
         "epochs": cfg.epochs,
         "lr": cfg.lr,
-        "n_train": len(tx),
+        "n_train": len(td.train_x),
         "seconds": time.perf_counter() - t0,
         "device": str(device),
     }
-    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}, info
+    return {k: v.detach().cpu().clone() for k, v in trial.model.state_dict().items()}, info
 
 
-def source_info(cfg: TrialConfig, data: Cifar10) -> dict | None:
+def source_info(cfg: TrialConfig, digest: str) -> dict | None:
     """What the cached cifar5 source of `cfg` records about its training (test_acc on classes 0-4,
     seconds, ...), or None when it is not cached."""
-    saved = _load_source(source_path(cfg, data))
+    saved = _load_source(source_path(cfg, digest))
     return None if saved is None else saved["info"]
 
 
@@ -289,30 +273,6 @@ def _load_source(path: Path) -> dict | None:
     except Exception:
         pass
     return None  # unreadable (e.g. a truncated file from an old crash): trained again and replaced
-
-
-def _atomic_save(obj: dict, path: Path) -> None:
-    """torch.save to a temporary file in the same folder, then os.replace: readers see all or nothing."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-@contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    """An exclusive advisory lock on `path` (released by the OS if the process dies)."""
-    with open(path, "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 # ---------------------------------------------------------------------- imagenet source

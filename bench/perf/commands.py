@@ -1,4 +1,4 @@
-"""`bench speed` (images/s of the training paths, one row per variant as soon as it is measured) and
+"""`bench speed` (images/s of every way the engine trains, one row per variant as soon as it is measured) and
 `bench gpu-check` (everything a GPU machine should confirm, in one command)."""
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ def _ints(text: str) -> tuple[int, ...]:
 
 
 def cmd_speed(args) -> int:
+    from bench.paths import writable_file
+
     from .speed import MODELS, run_speed
 
     if args.model not in MODELS:
@@ -27,6 +29,8 @@ def cmd_speed(args) -> int:
         raise ConfigError("--epochs must be >= 2 (the first epoch is warm-up and is not timed)")
     if args.n_train is not None and (args.n_train < 0 or args.n_train % 10):
         raise ConfigError("--n-train must be a non-negative multiple of 10 (0 = the whole training set)")
+    if args.json:
+        writable_file(args.json, "--json")
     rows = run_speed(
         args.model,
         args.device,
@@ -38,6 +42,8 @@ def cmd_speed(args) -> int:
         args.workers,
         args.compile,
         args.data_dir,
+        args.procs,
+        args.json,
     )
     return 1 if any("error" in r for r in rows if r["variant"] != "compiled") else 0
 
@@ -45,22 +51,26 @@ def cmd_speed(args) -> int:
 def cmd_gpu_check(args) -> int:
     import torch
 
+    from bench.paths import writable_file
+
     from .gpucheck import CORE_STUDIES, run_gpu_check
 
     if args.device == "cuda" and not torch.cuda.is_available():
         raise ConfigError("no CUDA device here: gpu-check is for a machine with a GPU (--device cpu runs it on the CPU)")
     if args.epochs < 2:
         raise ConfigError("--epochs must be >= 2 (the first epoch is warm-up and is not timed)")
+    writable_file(args.json, "--json")
     studies = tuple(s for s in args.studies.split(",") if s) if args.studies is not None else CORE_STUDIES
-    return run_gpu_check(args.device, args.n_train, args.epochs, studies, args.data_dir)
+    return run_gpu_check(args.device, args.n_train, args.epochs, studies, args.data_dir, args.json)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "speed",
-        help="images/s of a naive DataLoader loop vs this project's pipeline vs packed trials",
-        description="Train the same model on the same images three ways (each in a fresh process) and "
-        "print images/s, seconds per epoch and peak memory, then speedup_vs_naive and packed_speedup.",
+        help="images/s of a naive DataLoader loop vs the engine: eager, CUDA graphs, packs, processes",
+        description="Train the same model on the same images every way the engine can (each in fresh processes), "
+        "print each row as soon as it is measured, then the ratios; the table goes to --json and to the cache "
+        "that `bench study --plan` and the default --pack/--workers read.",
     )
     p.add_argument("--model", default="cnn", help="cnn (the quick profiles' small CNN) or resnet20 (default cnn)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
@@ -69,20 +79,30 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="the quick profiles' CNN on 5,000 images, 2 epochs, packs 1,2 (about a minute on 2 CPU cores)",
     )
-    p.add_argument("--packs", type=_ints, help="packed trial counts to measure (default 1,4,8; --quick: 1,2)")
-    p.add_argument("--n-train", type=int, help="training images (default: 5,000 on CPU, all on CUDA)")
-    p.add_argument("--epochs", type=int, help="epochs per variant, the first untimed (default 3 on CPU, 4 on CUDA; --quick: 2)")
+    p.add_argument(
+        "--packs",
+        type=_ints,
+        help="trials per process to measure, fused (vmap) and side by side (streams; CUDA) "
+        "(default: 1,4,8 on CUDA, 1,4 on the CPU; --quick: 1,2)",
+    )
+    p.add_argument("--procs", type=_ints, help="processes sharing the GPU to measure (default 1,2 on CUDA; none on the CPU)")
+    p.add_argument("--n-train", type=int, help="training images (default: 5,000 on the CPU, all on CUDA)")
+    p.add_argument(
+        "--epochs", type=int, help="epochs per variant, the first untimed (default 3 on the CPU, 2 on CUDA; --quick: 2)"
+    )
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--workers", type=int, help="DataLoader workers of the naive loop (default min(4, cores))")
-    p.add_argument("--compile", action="store_true", help="also measure the pipeline through torch.compile")
+    p.add_argument("--compile", action="store_true", help="also measure the eager trial through torch.compile")
+    p.add_argument("--json", help="also write the table to this JSON file")
     p.add_argument("--data-dir")
     p.set_defaults(func=cmd_speed)
     p = sub.add_parser(
-        "gpu-check", help="on a GPU: bench speed for the CNN and ResNet-20, a smoke run of every core study, a table"
+        "gpu-check", help="on a GPU: bench speed for ResNet-20 and the CNN, the engine's checks, smoke runs of the core studies"
     )
     p.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
     p.add_argument("--n-train", type=int, help="training images for the speed runs (default: all)")
-    p.add_argument("--epochs", type=int, default=3, help="epochs per speed variant, the first untimed (default 3)")
+    p.add_argument("--epochs", type=int, default=2, help="epochs per speed variant, the first untimed (default 2)")
     p.add_argument("--studies", help="comma-separated studies to smoke-run (default: the six core studies)")
+    p.add_argument("--json", default="gpu-check.json", help="where to write everything measured (default gpu-check.json)")
     p.add_argument("--data-dir")
     p.set_defaults(func=cmd_gpu_check)

@@ -1,12 +1,39 @@
-"""How many trials a process trains at once (--pack) and how many worker processes share a device
-(--workers) when the user does not say: read from measured throughput where there is one."""
+"""How many trials a process trains at once (--pack) and how many worker processes share a device (--workers)
+when the user does not say: the best concurrency `bench speed` measured for the nearest model on this device
+kind, else a built-in default that says where it comes from."""
 
 from __future__ import annotations
 
+from .throughput import load_table, table_path
+
+MEASURED_MODEL = {"resnet": "resnet20", "cnn": "cnn"}  # other models (mlp, linear) are small: like the CNN
+BUILTIN = {
+    "cuda": (
+        8,
+        1,
+        "built-in default for CUDA (no `bench speed` table here yet): 8 trials of one architecture per "
+        "process, side by side on CUDA streams, 1 process",
+    ),
+    "cpu": (1, 1, "built-in default for the CPU: one trial at a time (packing does not pay on a compute-bound CPU)"),
+}
+
 
 def default_concurrency(model: str, device_type: str) -> tuple[int, int, str]:
-    """(pack, workers, where the choice comes from) for trials of `model` ("mlp", "cnn", "resnet", ...)
-    on `device_type` ("cpu" or "cuda")."""
-    if device_type == "cuda":
-        return 8, 1, "built-in default for CUDA: 8 trials of one architecture per process, 1 process"
-    return 1, 1, "built-in default for the CPU: one trial at a time (packing does not pay on a compute-bound CPU)"
+    """(pack, workers, where the choice comes from) for trials of `model` ("mlp", "cnn", "resnet", ...) on
+    `device_type` ("cpu" or "cuda")."""
+    kind = "cuda" if device_type == "cuda" else "cpu"
+    table = load_table(kind)
+    entry = table.get("models", {}).get(MEASURED_MODEL.get(model, "cnn"))
+    # the ways the runner can train: one trial, packs in the engine's default mode for this device, processes
+    usable = ("graph", "streams", "workers") if kind == "cuda" else ("eager", "vmap")
+    rows = [r for r in (entry or {}).get("rows", []) if "error" not in r and r["variant"] in usable]
+    if not rows:
+        return BUILTIN[kind]
+    best = max(rows, key=lambda r: r["images_per_s"])
+    one = next((r for r in rows if r["variant"] == ("graph" if kind == "cuda" else "eager")), best)
+    times = best["images_per_s"] / one["images_per_s"]
+    why = (
+        f"measured by bench speed on {table.get('device', kind)} ({table.get('date', '?')}, {table_path(kind)}): "
+        f"{best['label']} trains {times:.1f}x the images/s of one trial for {MEASURED_MODEL.get(model, 'cnn')}"
+    )
+    return best["k"], best["n"], why

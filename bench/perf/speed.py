@@ -1,42 +1,48 @@
-"""`bench speed`: the same model on the same images and device, trained three ways.
+"""`bench speed`: the same model on the same images and device, trained every way the engine can, one row printed
+as soon as each is measured.
 
-(a) naive: torchvision's CIFAR10 dataset with per-image PIL transforms (random crop with 4-px
-    padding, horizontal flip, ToTensor, Normalize), a DataLoader and a plain fp32 loop;
-(b) pipeline: bench.train.train_trial (data resident on the device, whole-batch augmentation and
-    normalisation, bf16 + channels_last + cudnn.benchmark on CUDA); optionally torch.compile'd;
-(c) packed: bench.train.train_packed with k trials (different seeds) in one process.
+naive       torchvision's CIFAR10 dataset with per-image PIL transforms (random crop with 4-px padding, horizontal
+            flip, ToTensor, Normalize), a DataLoader and a plain fp32 loop with torch.optim;
+eager       bench.engine.loop.train_trial with cuda_graphs=false (data resident on the device, whole-batch
+            augmentation and normalisation, bf16 + channels_last + cudnn.benchmark on CUDA);
+graph       the same trial with its step captured as a CUDA graph and replayed (CUDA only; the default there);
+compiled    eager through torch.compile (--compile; its compilation time is reported, not counted);
+vmap k      k trials fused into one model (train_packed mode "vmap");
+streams k   k trials side by side, each its own graph on its own CUDA stream (mode "streams"; CUDA only);
+workers N   N processes sharing the device, each training one trial (or `streams k` with N x k).
 
-Every variant runs in its own fresh process (so its peak RSS is its own) for `epochs` epochs; the
-first epoch is warm-up (cudnn autotuning, compilation, allocator growth) and is not timed; seconds
-per epoch is the median of the others. Throughput counts training images only (evaluation is
-excluded from (b) and (c) and absent from (a)).
+Each variant runs in fresh processes (so peak RSS is its own) for `epochs` epochs; the first epoch is warm-up
+(cuDNN autotuning, graph capture, compilation) and is not timed; seconds per epoch is the median of the others.
+Throughput counts training images of all trials together (evaluation is excluded). The table goes to --json and
+to the cache (bench.perf.throughput.table_path), where `bench study --plan` and the default --pack/--workers read it.
 """
 
 from __future__ import annotations
 
+import json
 import multiprocessing as mp
 import os
-import pickle
 import resource
 import statistics
 import sys
-import tempfile
-import time
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
-
-from torchvision import datasets
 
 QUICK = {"model": "cnn", "n_train": 5000, "epochs": 2, "packs": (1, 2)}  # the quick profiles' small CNN, their 5,000 images
 MODELS = {"cnn": {"model": "cnn"}, "resnet20": {"model": "resnet", "depth": 20}}
 
 
-@dataclass
+@dataclass(frozen=True)
 class Variant:
-    name: str  # naive | pipeline | compiled | packed
-    k: int = 1  # trials trained at once
+    name: str  # naive | eager | graph | compiled | vmap | streams | workers
+    k: int = 1  # trials per process
+    n: int = 1  # processes at once
+
+    @property
+    def label(self) -> str:
+        if self.name == "workers":
+            return f"workers {self.n}" + (f" x streams {self.k}" if self.k > 1 else "")
+        return f"{self.name} {self.k}" if self.name in ("vmap", "streams") else self.name
 
 
 def base_overrides(model: str, n_train: int, epochs: int, batch_size: int, device: str) -> dict[str, Any]:
@@ -61,142 +67,175 @@ def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: kilobytes
 
 
-def _cuda_peak_mb(device) -> float | None:
-    import torch
-
-    return torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
-
-
 def _epoch_seconds(cumulative: list[float]) -> tuple[float, float]:
     """(median seconds of the epochs after the first, first epoch's seconds) from cumulative seconds (epoch 0 = 0)."""
     per = [b - a for a, b in zip(cumulative, cumulative[1:])]
     return statistics.median(per[1:]) if len(per) > 1 else per[0], per[0]
 
 
-class _Cifar10Files:
-    """A cifar-10-batches-py folder holding `images`, so torchvision's own CIFAR10 class reads them."""
-
-    def __init__(self, x, y):
-        self.tmp = tempfile.TemporaryDirectory(prefix="bench-speed-")
-        folder = Path(self.tmp.name) / "cifar-10-batches-py"
-        folder.mkdir()
-        flat = x.reshape(len(x), -1).numpy()  # (N, 3072) in channel-plane order, as the canonical files
-        labels = [int(v) for v in y]
-        for i in range(1, 6):  # CIFAR10(train=True) reads data_batch_1..5; the images go into the first
-            rows = slice(None) if i == 1 else slice(0, 0)
-            with open(folder / f"data_batch_{i}", "wb") as fh:
-                pickle.dump({"data": flat[rows], "labels": labels[rows] if i == 1 else []}, fh)
-        with open(folder / "batches.meta", "wb") as fh:
-            pickle.dump({"label_names": [str(c) for c in range(10)]}, fh)
-        self.root = self.tmp.name
-
-
-class _RewrittenCIFAR10(datasets.CIFAR10):
-    """torchvision's CIFAR10 over batch files just written from the same images (they have no
-    published checksums). At module level so DataLoader workers can pickle it."""
-
-    meta = {**datasets.CIFAR10.meta, "md5": None}
-
-    def _check_integrity(self) -> bool:
-        return True
-
-
-def _naive(cfg, data, device, workers: int) -> dict[str, Any]:
-    import torch
-    from torch import nn
-    from torchvision import transforms
-
-    from bench.data import make_splits
-    from bench.engine.components import OPTIMIZERS
-    from bench.engine.models import build_model
-
-    splits = make_splits(data, cfg.n_train, cfg.n_val, cfg.n_test)
-    mean = (splits.train_x.float() / 255).mean(dim=(0, 2, 3)).tolist()
-    std = (splits.train_x.float() / 255).std(dim=(0, 2, 3)).tolist()
-    tf = transforms.Compose(
-        [
-            transforms.RandomCrop(32, padding=4),
-            transforms.RandomHorizontalFlip(),
-            transforms.ToTensor(),
-            transforms.Normalize(mean, std),
-        ]
-    )
-    files = _Cifar10Files(splits.train_x, splits.train_y)
-
-    dataset = _RewrittenCIFAR10(files.root, train=True, transform=tf, download=False)
-    loader = torch.utils.data.DataLoader(
-        dataset,
-        batch_size=cfg.batch_size,
-        shuffle=True,
-        num_workers=workers,
-        pin_memory=device.type == "cuda",
-        persistent_workers=workers > 0,
-    )
-    torch.manual_seed(cfg.seed)
-    model = build_model(cfg, (3, 32, 32), torch.Generator().manual_seed(cfg.seed)).to(device)
-    optimizer = OPTIMIZERS.get(cfg.optimizer)(model.parameters(), cfg)
-    cumulative, total = [0.0], 0.0
-    model.train()
-    try:
-        for _ in range(cfg.epochs):
-            t0 = time.perf_counter()
-            for x, y in loader:
-                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-                loss = nn.functional.cross_entropy(model(x), y)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            total += time.perf_counter() - t0
-            cumulative.append(total)
-    finally:
-        files.tmp.cleanup()
-    return {"cumulative": cumulative, "images": len(dataset), "note": f"torchvision CIFAR10 + DataLoader(num_workers={workers})"}
-
-
-def _measure(variant: Variant, overrides: dict[str, Any], data_dir: str | None, workers: int, threads: int) -> dict[str, Any]:
-    """Run one variant (in a fresh process) and return its figures."""
+def _measure(
+    variant: Variant, overrides: dict[str, Any], data_dir: str | None, workers: int, threads: int, barrier=None
+) -> dict[str, Any]:
+    """Run one variant in this (fresh) process and return its figures; `barrier`: start training with the others."""
     import torch
 
     from bench.config import make_config
     from bench.data import load_cifar10
-    from bench.engine.loop import resolve_device, train_packed, train_trial
+    from bench.engine.device import resolve_device
+    from bench.engine.loop import train_packed
 
     torch.set_num_threads(threads)
     data = load_cifar10(data_dir)
-    cfg = make_config(overrides)
-    device = resolve_device(cfg.device)
+    graphs = variant.name in ("graph", "streams", "workers")
+    cfgs = [make_config({**overrides, "seed": s, "cuda_graphs": graphs}) for s in range(variant.k)]
+    device = resolve_device(cfgs[0].device)
     rss0 = _rss_mb()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
+    if barrier is not None:
+        barrier.wait()
     if variant.name == "naive":
-        out = _naive(cfg, data, device, workers)
-    elif variant.name in ("pipeline", "compiled"):
-        record = train_trial(cfg, progress=False, data=data, compile=variant.name == "compiled")
-        out = {"cumulative": record["history.seconds"], "images": record["n_train_used"], "note": ""}
+        from .naive import train_naive
+
+        out = train_naive(cfgs[0], data, device, workers)
+    elif variant.name == "compiled":
+        out = _compiled(cfgs[0], data)
     else:
-        cfgs = [make_config({**overrides, "seed": s}) for s in range(variant.k)]
-        records = train_packed(cfgs, progress=False, data=data)
-        out = {"cumulative": records[0]["history.seconds"], "images": records[0]["n_train_used"] * variant.k, "note": ""}
+        mode = "vmap" if variant.name == "vmap" else "streams"
+        sampler = SMSampler(device)
+        records = train_packed(cfgs, [sampler] + [None] * (len(cfgs) - 1), progress=False, data=data, mode=mode)
+        out = {
+            "cumulative": records[0]["history.seconds"],
+            "images": records[0]["n_train_used"] * variant.k,
+            "note": records[0]["graph"],
+            "sm_busy": sampler.busy(),
+        }
     epoch, first = _epoch_seconds(out["cumulative"])
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     return {
         "variant": variant.name,
+        "label": variant.label,
         "k": variant.k,
+        "n": variant.n,
         "seconds_per_epoch": epoch,
         "first_epoch": first,
         "images_per_s": out["images"] / epoch,
         "rss_mb": _rss_mb(),
         "rss_before_mb": rss0,
-        "cuda_peak_mb": _cuda_peak_mb(device),
-        "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
+        "cuda_peak_mb": torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None,
+        "device": name,
         "note": out["note"],
+        "sm_busy": out.get("sm_busy"),
     }
 
 
-def _in_fresh_process(*args) -> dict[str, Any]:
-    with ProcessPoolExecutor(max_workers=1, mp_context=mp.get_context("spawn")) as pool:
-        return pool.submit(_measure, *args).result()
+class SMSampler:
+    """The share of time the GPU ran a kernel (nvidia-smi's utilization.gpu, sampled every 100 ms) during the
+    timed epochs: an epoch logger that starts sampling when epoch 1 ends and reads the mean when the run ends."""
+
+    def __init__(self, device):
+        self.samples: list[float] = []
+        self.proc = None
+        self.on = device.type == "cuda"
+        self.index = device.index or 0
+
+    def log_epoch(self, epoch: int, metrics: dict) -> None:
+        if epoch == 1 and self.on and self.proc is None:
+            import subprocess
+            import threading
+
+            cmd = [
+                "nvidia-smi",
+                "--query-gpu=utilization.gpu",
+                "--format=csv,noheader,nounits",
+                "-lms",
+                "100",
+                "-i",
+                str(self.index),
+            ]
+            try:
+                self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+            except OSError:  # no nvidia-smi: no figure
+                self.on = False
+                return
+            threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            try:
+                self.samples.append(float(line.strip()))
+            except ValueError:
+                pass
+
+    def busy(self) -> float | None:
+        if self.proc is None:
+            return None
+        self.proc.terminate()
+        self.proc.wait()
+        return sum(self.samples) / len(self.samples) if self.samples else None
+
+
+def _compiled(cfg, data) -> dict[str, Any]:
+    """Eager trial with the model through torch.compile (the first epoch's seconds include the compilation)."""
+    import torch
+
+    from bench.engine.device import resolve_device
+    from bench.engine.fit import fit
+    from bench.engine.loop import task_of
+    from bench.engine.trial import Trial
+
+    device = resolve_device(cfg.device)
+    task = task_of(cfg)
+    trial = Trial(cfg, task, task.prepare(cfg, data, device), device)
+    trial.model = torch.compile(trial.model)
+    fit([trial], "single", False, progress=False, label="compiled")
+    return {"cumulative": trial.history["seconds"], "images": len(trial.td.train_x), "note": "torch.compile"}
+
+
+def _worker(args, queue) -> None:  # a process of a `workers N` variant
+    try:
+        queue.put(_measure(*args))
+    except Exception as exc:
+        queue.put({"error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''}"})
+
+
+def _in_fresh_processes(variant: Variant, *args) -> dict[str, Any]:
+    """`variant.n` fresh processes at once (spawned: no state shared with this one), started together."""
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    barrier = ctx.Barrier(variant.n)
+    procs = [ctx.Process(target=_worker, args=((variant, *args, barrier), queue)) for _ in range(variant.n)]
+    for p in procs:
+        p.start()
+    rows = [queue.get() for _ in procs]
+    for p in procs:
+        p.join()
+    errors = [r["error"] for r in rows if "error" in r]
+    if errors:
+        raise RuntimeError(errors[0])
+    if variant.n == 1:
+        return rows[0]
+    row = dict(rows[0])  # the processes overlap in time: their throughputs add up
+    row.update(
+        images_per_s=sum(r["images_per_s"] for r in rows),
+        seconds_per_epoch=max(r["seconds_per_epoch"] for r in rows),
+        rss_mb=sum(r["rss_mb"] for r in rows),
+        cuda_peak_mb=sum(r["cuda_peak_mb"] or 0 for r in rows) or None,
+    )
+    return row
+
+
+def variants_for(device_type: str, packs: tuple[int, ...], procs: tuple[int, ...], compile: bool) -> list[Variant]:
+    """What to measure: on CUDA graphs, packs both ways and processes; on the CPU eager and fused packs only
+    (side-by-side streams and processes only share two cores there)."""
+    cuda = device_type == "cuda"
+    out = [Variant("naive"), Variant("eager")] + ([Variant("graph")] if cuda else []) + ([Variant("compiled")] if compile else [])
+    out += [Variant("vmap", k) for k in packs if k > 1]
+    if cuda:
+        out += [Variant("streams", k) for k in packs if k > 1]
+        out += [Variant("workers", 1, n) for n in procs if n > 1]
+        out += [Variant("workers", k, n) for n in procs if n > 1 for k in packs if k > 1]
+    return out
 
 
 def run_speed(
@@ -210,101 +249,135 @@ def run_speed(
     workers: int | None = None,
     compile: bool = False,
     data_dir: str | None = None,
+    procs: tuple[int, ...] | None = None,
+    json_path: str | None = None,
     out=sys.stdout,
 ) -> list[dict[str, Any]]:
-    """Measure every variant, print the table and the summary lines; return the rows."""
+    """Measure every variant, printing each row as soon as it is measured, then the summary lines; save the
+    table (--json and the cache); return the rows."""
     import torch
 
+    from bench.config import make_config
     from bench.data import load_cifar10
-    from bench.engine.loop import resolve_device
+    from bench.engine.device import resolve_device
+
+    from .throughput import macs_per_image, save_measurement
 
     dev = resolve_device(device)
     if quick:
         model = QUICK["model"]
-    packs = packs or (QUICK["packs"] if quick else (1, 4, 8))
     on_cuda = dev.type == "cuda"
+    packs = packs or (QUICK["packs"] if quick else (1, 4, 8) if on_cuda else (1, 4))
+    procs = procs or ((1, 2) if on_cuda else (1,))
     n_train = n_train if n_train is not None else (QUICK["n_train"] if quick or not on_cuda else 0)  # 0: all of it
-    epochs = epochs or (QUICK["epochs"] if quick else 4 if on_cuda else 3)
+    epochs = epochs or (QUICK["epochs"] if quick else 2 if on_cuda else 3)
     workers = workers if workers is not None else min(4, os.cpu_count() or 1)
     threads = torch.get_num_threads()
     load_cifar10(data_dir)  # decode once here, so every variant reads the cache
     overrides = base_overrides(model, n_train, epochs, batch_size, str(dev))
-    variants = (
-        [Variant("naive"), Variant("pipeline")]
-        + ([Variant("compiled")] if compile else [])
-        + [Variant("packed", k) for k in packs if k > 1]
-    )
+    macs = macs_per_image(make_config(overrides))
     print(
-        f"bench speed: model {model}, device {dev}, {n_train or 'all'} training images, batch {batch_size}, "
-        f"{epochs} epochs per variant (the first is warm-up), torch threads {threads}",
+        f"bench speed: model {model} ({macs / 1e6:.1f} M multiply-adds per image), device {dev}, {n_train or 'all'} "
+        f"training images, batch {batch_size}, {epochs} epochs per variant (the first is warm-up), torch threads {threads}",
         file=out,
         flush=True,
     )
-    rows = []
-    for v in variants:
-        label = v.name + (f" k={v.k}" if v.name == "packed" else "")
-        print(f"  measuring {label} ...", file=out, flush=True)
+    print_head(out)
+    rows: list[dict[str, Any]] = []
+    for v in variants_for(dev.type, packs, procs, compile):
         try:
-            rows.append(_in_fresh_process(v, overrides, data_dir, workers, threads))
+            row = _in_fresh_processes(v, overrides, data_dir, workers, max(1, threads // v.n))
         except Exception as exc:  # e.g. torch.compile without a working compiler: a row that says so
-            rows.append(
-                {
-                    "variant": v.name,
-                    "k": v.k,
-                    "error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''}",
-                }
-            )
-    print_table(rows, out)
+            row = {"variant": v.name, "label": v.label, "k": v.k, "n": v.n, "error": f"{type(exc).__name__}: {str(exc)[:160]}"}
+        row.update(model=model, macs=macs)
+        rows.append(row)
+        print_row(row, rows, out)
+    print_summary(rows, out)
+    save_measurement(dev.type, model, macs, rows, json_path)
     return rows
 
 
+def single(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The one-trial path bench study uses on this device: graph on CUDA, eager elsewhere."""
+    by = {r["variant"]: r for r in rows if "error" not in r}
+    return by.get("graph") or by.get("eager")
+
+
 def summary(rows: list[dict[str, Any]]) -> dict[str, tuple[float, str]]:
-    """speedup_vs_naive (pipeline over naive images/s) and packed_speedup (best packed aggregate over
-    the single-trial pipeline), each with how it was computed."""
-    by = {(r["variant"], r["k"]): r for r in rows if "error" not in r}
-    out: dict[str, tuple[float, str]] = {}
-    pipe, naive = by.get(("pipeline", 1)), by.get(("naive", 1))
-    if pipe and naive:
-        out["speedup_vs_naive"] = (pipe["images_per_s"] / naive["images_per_s"], "pipeline / naive images/s")
-    packed = [r for (name, _), r in by.items() if name == "packed"]
-    if pipe and packed:
-        best = max(packed, key=lambda r: r["images_per_s"])
-        out["packed_speedup"] = (
-            best["images_per_s"] / pipe["images_per_s"],
-            f"packed k={best['k']} aggregate / one trial at a time images/s",
-        )
-    if "compiled" in {r["variant"] for r in by.values()} and pipe:
-        c = by[("compiled", 1)]
+    """The ratios printed last, each with how it was computed."""
+    ok = [r for r in rows if "error" not in r]
+    by = {r["label"]: r for r in ok}
+    one, out = single(ok), {}
+    if one and "naive" in by:
+        out["speedup_vs_naive"] = (one["images_per_s"] / by["naive"]["images_per_s"], f"{one['label']} / naive images/s")
+    if "graph" in by and "eager" in by:
+        out["graph_speedup"] = (by["graph"]["images_per_s"] / by["eager"]["images_per_s"], "graph / eager images/s")
+    if one:
+        packed = [r for r in ok if r["variant"] in ("vmap", "streams")]
+        if packed:
+            best = max(packed, key=lambda r: r["images_per_s"])
+            out["packed_speedup"] = (
+                best["images_per_s"] / one["images_per_s"],
+                f"{best['label']} aggregate / one trial images/s",
+            )
+        concurrent = [r for r in ok if r["k"] * r["n"] > 1]
+        if concurrent:
+            best = max(concurrent, key=lambda r: r["images_per_s"])
+            out["best_concurrency"] = (
+                best["images_per_s"] / one["images_per_s"],
+                f"{best['label']} aggregate / one trial images/s",
+            )
+    if "compiled" in by and "eager" in by:
+        c = by["compiled"]
         out["compile_speedup"] = (
-            c["images_per_s"] / pipe["images_per_s"],
-            f"compiled / eager pipeline images/s; compilation ~{max(c['first_epoch'] - c['seconds_per_epoch'], 0):.1f} s, not counted",
+            c["images_per_s"] / by["eager"]["images_per_s"],
+            f"compiled / eager images/s; compilation ~{max(c['first_epoch'] - c['seconds_per_epoch'], 0):.1f} s, not counted",
         )
     return out
 
 
-def print_table(rows: list[dict[str, Any]], out=sys.stdout) -> None:
-    head = f"{'variant':<12}{'trials':>7}{'images/s':>11}{'s/epoch':>9}{'1st epoch s':>13}{'peak RSS MB':>13}{'CUDA peak MB':>14}"
+HEAD = (
+    f"{'variant':<22}{'trials':>7}{'images/s':>11}{'x one':>7}{'s/epoch':>9}{'1st epoch s':>13}{'SMs busy %':>11}"
+    f"{'peak RSS MB':>13}{'CUDA peak MB':>14}"
+)
+
+
+def print_head(out=sys.stdout) -> None:
     print("", file=out)
-    print(head, file=out)
-    print("-" * len(head), file=out)
-    for r in rows:
-        if "error" in r:
-            print(f"{r['variant']:<12}{r['k']:>7}  failed: {r['error']}", file=out)
-            continue
-        cuda = f"{r['cuda_peak_mb']:.0f}" if r["cuda_peak_mb"] is not None else "-"
-        print(
-            f"{r['variant']:<12}{r['k']:>7}{r['images_per_s']:>11.0f}{r['seconds_per_epoch']:>9.2f}{r['first_epoch']:>13.2f}"
-            f"{r['rss_mb']:>13.0f}{cuda:>14}",
-            file=out,
-        )
-    notes = sorted({r["note"] for r in rows if r.get("note")})
+    print(HEAD, file=out)
+    print("-" * len(HEAD), file=out, flush=True)
+
+
+def print_row(r: dict[str, Any], rows: list[dict[str, Any]], out=sys.stdout) -> None:
+    if "error" in r:
+        print(f"{r['label']:<22}{r['k'] * r['n']:>7}  failed: {r['error']}", file=out, flush=True)
+        return
+    one = single(rows)
+    times = f"{r['images_per_s'] / one['images_per_s']:.2f}" if one else "-"
+    cuda = f"{r['cuda_peak_mb']:.0f}" if r["cuda_peak_mb"] is not None else "-"
+    sm = f"{r['sm_busy']:.0f}" if r.get("sm_busy") is not None else "-"
+    print(
+        f"{r['label']:<22}{r['k'] * r['n']:>7}{r['images_per_s']:>11.0f}{times:>7}{r['seconds_per_epoch']:>9.2f}"
+        f"{r['first_epoch']:>13.2f}{sm:>11}{r['rss_mb']:>13.0f}{cuda:>14}",
+        file=out,
+        flush=True,
+    )
+
+
+def print_summary(rows: list[dict[str, Any]], out=sys.stdout) -> None:
     devices = sorted({r["device"] for r in rows if "device" in r})
+    notes = sorted({f"{r['label']}: {r['note']}" for r in rows if r.get("note") and r["variant"] in ("naive", "graph")})
     print(
         f"device: {', '.join(devices)}"
-        + (f"; naive = {'; '.join(notes)}" if notes else "")
-        + "; peak RSS: the training process (DataLoader workers not counted)",
+        + (f"; {'; '.join(notes)}" if notes else "")
+        + "; x one: aggregate over the one-trial path; peak RSS: the training processes (DataLoader workers not counted)",
         file=out,
     )
     for key, (value, how) in summary(rows).items():
         print(f"{key}: {value:.2f}   ({how})", file=out)
     out.flush()
+
+
+def write_json(path: str, payload: dict[str, Any]) -> None:
+    with open(path, "w") as f:
+        json.dump(payload, f, indent=1, default=str)

@@ -65,22 +65,51 @@ def fit(points: list[tuple[str, float, float]], speedup: float, source: str) -> 
     return Throughput(ys[0], 0.0, speedup, source)
 
 
-def measured(device_kind: str) -> Throughput | None:
-    """The table `bench speed --json` (or any `bench speed` run) left for this device kind, if any."""
-    path = table_path(device_kind)
+def load_table(device_kind: str) -> dict[str, Any]:
+    """What `bench speed` measured on this device kind: {"device", "date", "models": {model: {"macs", "rows"}}}."""
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(table_path(device_kind).read_text())
     except (OSError, ValueError):
-        return None
-    points = [
-        (r["model"], r["macs"], r["images_per_s"])
-        for r in data.get("rows", [])
-        if r.get("variant") == "pipeline" and r.get("macs") and r.get("images_per_s")
-    ]
+        return {}
+    return data if isinstance(data.get("models"), dict) else {}
+
+
+def save_measurement(device_kind: str, model: str, macs: int, rows: list[dict[str, Any]], json_path: str | None = None) -> None:
+    """Keep `bench speed`'s rows for `model` in the device's table (other models' rows stay), and in --json FILE."""
+    import time
+
+    import torch
+
+    from bench.data.cache import atomic_write_text
+
+    table = load_table(device_kind) or {"models": {}}
+    device = next((r["device"] for r in rows if "device" in r), device_kind)
+    table.update(device=device, date=time.strftime("%Y-%m-%d %H:%M:%S"), torch=torch.__version__)
+    table["models"][model] = {"macs": macs, "rows": rows}
+    text = json.dumps(table, indent=1, default=str)
+    try:
+        table_path(device_kind).parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(table_path(device_kind), text)
+    except OSError:
+        pass  # a read-only cache only costs `--plan` its measured estimate
+    if json_path:
+        Path(json_path).write_text(text)
+
+
+def measured(device_kind: str) -> Throughput | None:
+    """The line through what `bench speed` measured here (the one-trial path of each model), if anything."""
+    table = load_table(device_kind)
+    points, speedups = [], []
+    for model, entry in table.get("models", {}).items():
+        rows = [r for r in entry.get("rows", []) if "error" not in r]
+        one = next((r for r in rows if r["variant"] == "graph"), None) or next((r for r in rows if r["variant"] == "eager"), None)
+        if one:
+            points.append((model, entry["macs"], one["images_per_s"]))
+            speedups.append(max([r["images_per_s"] / one["images_per_s"] for r in rows if r["k"] * r["n"] > 1] + [1.0]))
     if not points:
         return None
-    speedup = max([float(r.get("aggregate_speedup", 1.0)) for r in data.get("rows", [])] + [1.0])
-    return fit(points, speedup, f"bench speed on {data.get('device', device_kind)}, {data.get('date', '?')} ({path})")
+    source = f"bench speed on {table.get('device', device_kind)}, {table.get('date', '?')} ({table_path(device_kind)})"
+    return fit(points, min(speedups), source)
 
 
 def throughput(device_kind: str) -> Throughput:

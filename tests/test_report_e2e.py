@@ -40,7 +40,7 @@ def test_smoke_study_through_mlflow_to_html(tmp_path):
         capture_output=True,
     )
     done = subprocess.run(
-        bench + ["report", "--out", str(out), "--tracking-uri", uri],
+        bench + ["report", "--out", str(out), "--tracking-uri", uri, "--results", "mlflow"],  # the store alone
         cwd=tmp_path,
         env=env,
         check=True,
@@ -62,6 +62,8 @@ def test_smoke_study_through_mlflow_to_html(tmp_path):
     assert trials[0].data.tags["bench.data_source"] in html
     assert (out / "report.md").exists() and any((out / "figures").glob("init-*.png"))
     assert "fewer than 2 seeds per arm" in html  # smoke has one seed: every measured verdict is inconclusive
+    assert "smoke · " in html and "small scale" in html  # each verdict states its scale
+    assert f"#/experiments/{exp.experiment_id}/runs\"" in html  # the study's runs table in the MLflow UI
 
     reports = client.search_runs([client.get_experiment_by_name("bench/report").experiment_id])
     assert len(reports) == 1 and reports[0].data.tags["verdict.zero-init"] == "inconclusive"

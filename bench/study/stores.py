@@ -5,6 +5,7 @@ as one line naming the folder, a new SQLite store created whole so that no reade
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import shutil
 import sqlite3
@@ -310,7 +311,15 @@ def _build_sqlite_store(tmp: Path) -> None:
     from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 
     uri = f"sqlite:///{tmp}"
-    SqlAlchemyStore(uri, DEFAULT_LOCAL_FILE_AND_ARTIFACT_PATH)  # tables, migrations, default experiment
+    quiet = [logging.getLogger(name) for name in ("mlflow.store.db.utils", "alembic")]
+    levels = [log.level for log in quiet]
+    for log in quiet:  # MLflow announces each migration step at INFO: the study's output stays the study's
+        log.setLevel(logging.WARNING)
+    try:
+        SqlAlchemyStore(uri, DEFAULT_LOCAL_FILE_AND_ARTIFACT_PATH)  # tables, migrations, default experiment
+    finally:
+        for log, level in zip(quiet, levels):
+            log.setLevel(level)
     engine = SqlAlchemyStore._engine_map.pop(uri, None)  # MLflow caches engines per URI: close this one
     if engine is not None:
         engine.dispose()

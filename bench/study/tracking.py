@@ -87,6 +87,13 @@ class Tracker:
         except BenchError:
             raise
         except Exception as exc:
+            text = str(exc)
+            if any(code in text for code in ("401", "Unauthorized", "403", "PERMISSION_DENIED", "UNAUTHENTICATED")):
+                raise TrackingError(
+                    f"the MLflow tracking server at {redact(uri)} refused the request ({_one_line(exc)[:120]}): it asks for "
+                    f"a user and password; set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD, or put them in "
+                    f"~/.mlflow/credentials ([mlflow] mlflow_tracking_username/mlflow_tracking_password)"
+                ) from None
             raise TrackingError(f"cannot use MLflow tracking store {redact(uri)}: {_one_line(exc)}") from None
         if exp is None:
             try:

@@ -4,8 +4,11 @@ An analysis that fails still gives its section, with the error in it."""
 
 from __future__ import annotations
 
+import multiprocessing
 import os
+import sys
 import traceback
+from concurrent.futures import ProcessPoolExecutor
 
 import pandas as pd
 
@@ -69,24 +72,53 @@ def own_study_section(df: pd.DataFrame, figs: FigureMaker, name: str, extras: Ex
     return sec
 
 
+def section_for(df: pd.DataFrame, figs: FigureMaker, extras: Extras, key: tuple[str, str]) -> Section:
+    """The section of ("claim", id) or ("study", a user's own study name)."""
+    kind, name = key
+    if kind == "study":
+        sec = own_study_section(df, figs, name, extras)
+    else:
+        ev = Evidence(name, df, figs, extras, studies.claim_studies(name))
+        sec = (
+            guarded(ev)
+            if ev.measured() and name in discover()
+            else generic(ev)
+            if ev.measured()
+            else not_measured(name, ev.studies)
+        )
+    sec.figures = [f for f in sec.figures if f is not None]
+    return sec
+
+
+_SHARED: tuple = ()  # (df, figs, extras) for forked workers: inherited at fork, never pickled
+
+
+def _forked(key: tuple[str, str]) -> Section:
+    return section_for(*_SHARED, key)
+
+
+def workers() -> int:
+    """Processes that draw sections at once: $BENCH_REPORT_WORKERS, else the CPU count up to 4; 1 where fork is missing."""
+    if "fork" not in multiprocessing.get_all_start_methods() or sys.platform == "darwin":
+        return 1
+    return max(1, int(os.environ.get("BENCH_REPORT_WORKERS") or min(4, os.cpu_count() or 1)))
+
+
 def build_sections(df: pd.DataFrame, figs: FigureMaker, study: str | None = None, extras: Extras | None = None) -> list[Section]:
     """One section per claim id in CLAIMS order (only `study`'s claims when given), then one per user's own study;
-    `extras`: the study extras (report/frame.py, "Extras"), {} when none were logged."""
+    `extras`: the study extras (report/frame.py, "Extras"), {} when none were logged. Sections are drawn by up to
+    `workers()` forked processes (figures dominate the time), and come back in this order."""
+    global _SHARED
     extras = extras or {}
-    out = []
-    for claim_id in CLAIMS:
-        names = studies.claim_studies(claim_id)
-        if study is not None and study not in names:
-            continue
-        ev = Evidence(claim_id, df, figs, extras, names)
-        if not ev.measured():
-            sec = not_measured(claim_id, names)
-        elif claim_id in discover():
-            sec = guarded(ev)
-        else:
-            sec = generic(ev)
-        out.append(sec)
-    out += [own_study_section(df, figs, name, extras) for name in own_studies(df) if study in (None, name)]
-    for sec in out:
-        sec.figures = [f for f in sec.figures if f is not None]
-    return out
+    keys = [("claim", c) for c in CLAIMS if study is None or study in studies.claim_studies(c)]
+    keys += [("study", name) for name in own_studies(df) if study in (None, name)]
+    n = min(workers(), len(keys))
+    if n <= 1 or not figs.enabled:  # without figures a section takes milliseconds: forking would cost more
+        return [section_for(df, figs, extras, k) for k in keys]
+    discover()  # imported once here, inherited by every worker
+    _SHARED = (df, figs, extras)
+    try:
+        with ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("fork")) as pool:
+            return list(pool.map(_forked, keys))
+    finally:
+        _SHARED = ()

@@ -54,8 +54,8 @@ def built(runs, tmp_path_factory):
     return out, sections, index.read_text()
 
 
-def sections_of(df: pd.DataFrame) -> dict:
-    return {s.claim_id: s for s in build_sections(df, FigureMaker(None))}
+def sections_of(df: pd.DataFrame, study: str) -> dict:
+    return {s.claim_id: s for s in build_sections(df, FigureMaker(None), study)}
 
 
 def test_fixture_is_small_real_and_complete(runs):
@@ -202,11 +202,11 @@ def _init_with(runs: pd.DataFrame, he: list[float], xavier: list[float]) -> pd.D
 
 
 def test_constructed_cases_drive_the_claim_verdict(runs):
-    clear = sections_of(_init_with(runs, he=[0.50, 0.51], xavier=[0.30, 0.31]))["xavier-vs-he"]
+    clear = sections_of(_init_with(runs, he=[0.50, 0.51], xavier=[0.30, 0.31]), "init")["xavier-vs-he"]
     assert clear.verdict.label == SUPPORTED, clear.verdict.reason
-    same = sections_of(_init_with(runs, he=[0.40, 0.42], xavier=[0.41, 0.40]))["xavier-vs-he"]
+    same = sections_of(_init_with(runs, he=[0.40, 0.42], xavier=[0.41, 0.40]), "init")["xavier-vs-he"]
     assert same.verdict.label == PARTLY and "within noise" in same.verdict.reason  # std part holds, accuracy not
-    one_seed = sections_of(runs[runs["seed"] != 1])["xavier-vs-he"]
+    one_seed = sections_of(runs[runs["seed"] != 1], "init")["xavier-vs-he"]
     assert one_seed.verdict.label == INCONCLUSIVE and "fewer than 2 seeds" in one_seed.verdict.reason
 
 
@@ -214,16 +214,17 @@ def test_diverged_runs_are_counted_in_the_section(runs):
     df = runs.copy()
     m = (df["study"] == "dropout") & (df["stage"] == "final") & (df["arm"] == "p0.7")
     df.loc[m, ["status", "test_acc", "train_acc"]] = ["diverged", math.nan, math.nan]
-    table = sections_of(df)["dropout"].tables[0]
+    table = sections_of(df, "dropout")["dropout"].tables[0]
     row = next(r for r in table.rows if r[0] == "p0.7")
     assert row[2] == f"{int(m.sum())}/{int(m.sum())}" and row[table.columns.index("test acc")].startswith("10 ")
 
 
-def test_report_code_never_imports_torch():
+def test_report_code_never_imports_torch_the_engine_or_the_cli():
     code = (
-        "import sys, report.build, report.sections, report.render, report.load\n"
+        "import sys, report.build, report.sections, report.sources, report.bundle, report.render, report.load\n"
         "from report.sections import build_sections\nfrom report.figures import FigureMaker\n"
         f"from report.frame import read_runs\nbuild_sections(read_runs({str(FIXTURE)!r}), FigureMaker(None))\n"
-        "assert 'torch' not in sys.modules, 'report imported torch'"
+        "bad = [m for m in sys.modules if m.startswith(('torch', 'bench.cli', 'bench.engine', 'bench.data', 'bench.perf'))]\n"
+        "assert not bad, f'the report imported {bad}'"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=300)

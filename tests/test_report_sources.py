@@ -68,10 +68,11 @@ def test_a_bundle_round_trips_the_frame_and_pandas_reads_it(runs, bundle_path):
     assert back.extras["optimizer"]["trajectories"]["steps"] == read_extras(EXTRAS)["optimizer"]["trajectories"]["steps"]
 
 
-def test_the_report_from_a_bundle_reads_as_the_report_from_its_runs(runs, bundle_path):
-    direct = assemble([Source("your runs", "fixture", runs, read_extras(EXTRAS))], None)
-    bundled = assemble([from_bundle(bundle_path)], None)
-    assert summary_rows(direct, ["x"]) == summary_rows(bundled, ["x"])
+@pytest.mark.parametrize("study", ["init", "optimizer"])  # the optimizer's with its trajectories extra
+def test_the_report_from_a_bundle_reads_as_the_report_from_its_runs(runs, bundle_path, study):
+    direct = assemble([Source("your runs", "fixture", runs, read_extras(EXTRAS))], None, study)
+    bundled = assemble([from_bundle(bundle_path)], None, study)
+    assert summary_rows(direct, ["x"]) == summary_rows(bundled, ["x"]) and len(direct) == len(studies.get(study).claims)
     for a, b in zip(direct, bundled):
         assert [(p.assertion, p.outcome, fmt_diff(p)) for p in a.headline.parts] == [
             (p.assertion, p.outcome, fmt_diff(p)) for p in b.headline.parts

@@ -108,6 +108,18 @@ def transient(exc: BaseException) -> bool:
     return False
 
 
+class _HandledHere(logging.Filter):
+    """Drops MLflow's own ERROR log (with its traceback) of a store error that bench handles itself: a full
+    disk (reported as one line) or a store that is away (retried). Other records pass."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        return exc is None or not (disk_full(exc) or transient(exc))
+
+
+logging.getLogger("mlflow.store.db.utils").addFilter(_HandledHere())
+
+
 def one_line(exc: BaseException) -> str:
     from .tracking import redact
 

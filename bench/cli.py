@@ -29,6 +29,8 @@ def cmd_report(args) -> int:
 
 
 def cmd_export(args) -> int:
+    if not args.out.endswith(".json.gz"):
+        raise BenchError(f"--out {args.out}: a results bundle is gzipped JSON; give a file name ending in .json.gz")
     out = writable_file(args.out, "--out (the results bundle)")
     from report.bundle import export
 

@@ -133,3 +133,18 @@ def test_bench_never_imports_the_report_at_module_level():
         "assert not bad, f'bench imported the report at module level: {bad}'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=300, cwd=ROOT)
+
+
+def test_analyses_handle_arms_they_do_not_name(runs):
+    """A study file that gains an arm (e.g. gelu and silu in the activation study) still gets its analyses."""
+    extra = []
+    for _, finals in runs[runs["stage"] == "final"].groupby("study"):
+        first = finals[finals["arm"] == finals["arm"].iloc[0]]
+        factor = next(c for c in first.columns if c.startswith("factor.") and first[c].notna().all())
+        new = first.assign(arm=first["arm"] + "-new", start_time=first["start_time"] + 10**12, run_id=first["run_id"] + "n")
+        extra.append(new.assign(**{factor: first[factor] + "-new"}))
+    secs = sections(pd.concat([runs, *extra]))
+    for sec in secs.values():
+        assert "analysis failed" not in sec.verdict.reason, (sec.claim_id, sec.verdict.reason)
+    for claim in ("dropout", "sigmoid-saturation", "batchnorm"):  # per-arm tables list the new arm beside the others
+        assert any(str(row[0]).endswith("-new") for t in secs[f"claim-{claim}"].tables for row in t.rows), claim

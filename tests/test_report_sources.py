@@ -205,6 +205,7 @@ def test_bad_paths_and_files_are_one_line_errors_before_any_work(tmp_path, monke
     cases = [
         (["report", "--out", "/proc/forbidden"], "--out (the report folder)"),
         (["export", "--out", "/proc/forbidden/x.json.gz"], "--out (the results bundle)"),
+        (["export", "--out", "mine.json"], "ending in .json.gz"),
         (["report", "--results", str(tmp_path / "missing"), "--out", "o"], "no such bundle file or folder"),
         (["report", "--results", str(not_a_bundle), "--out", "o"], "not a results bundle"),
         (["export", "--out", "x.json.gz", "--tracking-uri", f"sqlite:///{tmp_path / 'none.db'}"], "no MLflow store at"),

@@ -72,7 +72,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "print each row as soon as it is measured, then the ratios; the table goes to --json and to the cache "
         "that `bench study --plan` and the default --pack/--workers read.",
     )
-    p.add_argument("--model", default="cnn", help="cnn (the quick profiles' small CNN) or resnet20 (default cnn)")
+    p.add_argument(
+        "--model", default="cnn", help="cnn (the quick profiles' small CNN), resnet20 or mlp (3 x 256 units) (default cnn)"
+    )
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument(
         "--quick",

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 QUICK = {"model": "cnn", "n_train": 5000, "epochs": 2, "packs": (1, 2)}  # the quick profiles' small CNN, their 5,000 images
-MODELS = {"cnn": {"model": "cnn"}, "resnet20": {"model": "resnet", "depth": 20}}
+MODELS = {"cnn": {"model": "cnn"}, "resnet20": {"model": "resnet", "depth": 20}, "mlp": {"model": "mlp"}}
 
 
 @dataclass(frozen=True)

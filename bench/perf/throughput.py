@@ -52,9 +52,10 @@ class Throughput:
         return per * (train_images + EVAL_COST * eval_images) / self.speedup
 
 
-def fit(points: list[tuple[str, float, float]], speedup: float, source: str) -> Throughput:
-    """The line through (macs, seconds per image) points: least squares for 2+ points; one point gives a flat
-    line (every model as fast as the measured one per image) when `flat`, else a line through the origin."""
+def fit(points: list[tuple[str, float, float]], speedup: float, source: str, flat: bool = False) -> Throughput:
+    """The line through (macs, seconds per image) points: least squares for 2+ points; one point gives a flat line
+    (every model as fast per image as the measured one: a GPU, where per-step overhead dominates small models) when
+    `flat`, else a line through the origin (a CPU, where compute dominates)."""
     xs = [float(m) for _, m, _ in points]
     ys = [1.0 / float(r) for _, _, r in points]
     if len(points) >= 2 and max(xs) > min(xs):
@@ -62,7 +63,7 @@ def fit(points: list[tuple[str, float, float]], speedup: float, source: str) -> 
         slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sum((x - mx) ** 2 for x in xs)
         slope = max(slope, 0.0)
         return Throughput(max(my - slope * mx, 0.0), slope, speedup, source)
-    return Throughput(ys[0], 0.0, speedup, source)
+    return Throughput(ys[0], 0.0, speedup, source) if flat else Throughput(0.0, ys[0] / xs[0], speedup, source)
 
 
 def load_table(device_kind: str) -> dict[str, Any]:
@@ -96,7 +97,15 @@ def save_measurement(device_kind: str, model: str, macs: int, rows: list[dict[st
         Path(json_path).write_text(text)
 
 
-def measured(device_kind: str) -> Throughput | None:
+FAMILY = {"mlp": "mlp", "linear": "mlp"}  # fully connected models scale with their multiply-adds alone; the rest are conv nets
+
+
+def family(model: str) -> str:
+    """ "mlp" or "conv": models whose cost per image follows one line (a conv net's cost also grows with its feature maps)."""
+    return FAMILY.get(model, "conv")
+
+
+def measured(device_kind: str) -> tuple[list[tuple[str, float, float]], float, str] | None:
     """The line through what `bench speed` measured here (the one-trial path of each model), if anything."""
     table = load_table(device_kind)
     points, speedups = [], []
@@ -109,16 +118,28 @@ def measured(device_kind: str) -> Throughput | None:
     if not points:
         return None
     source = f"bench speed on {table.get('device', device_kind)}, {table.get('date', '?')} ({table_path(device_kind)})"
-    return fit(points, min(speedups), source)
+    return points, min(speedups), source
 
 
-def throughput(device_kind: str) -> Throughput:
-    """The measured table for this device kind, else the built-in one."""
-    got = measured(device_kind)
-    if got is not None:
-        return got
-    b = BUILTIN["cuda" if device_kind == "cuda" else "cpu"]
-    return fit(b["points"], b["speedup"], "built-in: " + b["source"])
+def throughput(device_kind: str, model: str = "cnn") -> Throughput:
+    """Seconds per image for models of `model`'s family (`family`) on this device kind: the line through what
+    `bench speed` measured here, completed with the built-in figures of the family's models it did not measure."""
+    kind = "cuda" if device_kind == "cuda" else "cpu"
+    fam = family(model)
+    b = BUILTIN[kind]
+    builtin = [pt for pt in b["points"] if family(pt[0]) == fam] or b["points"]
+    got = measured(kind)
+    if got is None:
+        return fit(builtin, b["speedup"], "built-in: " + b["source"], flat=kind == "cuda")
+    points, speedup, source = got
+    points = [pt for pt in points if family(pt[0]) == fam]
+    names = {name for name, _, _ in points}
+    extra = [pt for pt in builtin if pt[0] not in names]
+    if not points:
+        return fit(builtin, speedup, f"built-in {fam} figures ({b['source']}); concurrency from {source}", flat=kind == "cuda")
+    if extra:
+        source += f"; completed with the built-in {', '.join(n for n, _, _ in extra)} figure ({b['source']})"
+    return fit(points + extra, speedup, source, flat=kind == "cuda")
 
 
 def macs_per_image(cfg) -> int:

@@ -56,7 +56,7 @@ def plan_lines(study: Study, profile: str, device_kind: str) -> tuple[list[Line]
     """One line per (stage, arm) with its trial count, per-trial cost and estimated seconds; the estimate's source."""
     from bench.perf.throughput import macs_per_image, throughput
 
-    rate = throughput(device_kind)
+    sources = set()
     tune_seed = study.tuning.seed if study.tuning else 0
     lines = []
     sources_seen: set[tuple] = set()
@@ -65,7 +65,8 @@ def plan_lines(study: Study, profile: str, device_kind: str) -> tuple[list[Line]
             if n == 0:
                 continue
             cfg = study.config(profile, arm, seed)
-            cost, macs = trial_cost(cfg), macs_per_image(cfg)
+            cost, macs, rate = trial_cost(cfg), macs_per_image(cfg), throughput(device_kind, cfg.model)
+            sources.add(rate.source)
             seconds = n * rate.seconds(macs, cost.train_images, cost.eval_images)
             if cost.pretrain_images:  # one source per (source config, seed): trained once, cached for the rest
                 key = (cfg.model, cfg.width, cfg.depth, cfg.pretrain_epochs, cfg.n_train)
@@ -74,7 +75,7 @@ def plan_lines(study: Study, profile: str, device_kind: str) -> tuple[list[Line]
                 sources_seen |= {(key, s) for s in new}
                 seconds += len(new) * rate.seconds(macs, cost.pretrain_images, 0)
             lines.append(Line(stage, arm.name, n, cost, macs, seconds))
-    return lines, rate.source
+    return lines, " | ".join(sorted(sources))
 
 
 def device_kind(name: str) -> str:

@@ -20,7 +20,7 @@ from .files import Study, StudyError, get_study
 from .liveness import DEFAULT_GRACE, hostname, process_gone
 from .progress import Progress
 from .scheduler import FAILURE, RUN_ID, Scheduler
-from .stores import check_artifact_folder, open_storage
+from .stores import StoreError, check_artifact_folder, one_line, open_storage, retry_seconds, transient
 from .tracking import Tracker, tracking_uri
 
 
@@ -102,6 +102,13 @@ class StudyRun:
     def run(self) -> int:
         try:
             return self._run()
+        except Exception as exc:
+            if not transient(exc):
+                raise
+            raise StoreError(  # each call was retried for the whole budget: say so in one line
+                f"a store stayed unreachable for longer than the retry budget ({retry_seconds():.0f} s, "
+                f"BENCH_STORE_RETRY_SECONDS): {one_line(exc)}; run the same command again to resume"
+            ) from None
         finally:
             self.scheduler.close()
 

@@ -154,3 +154,16 @@ def stop_group(proc: subprocess.Popen, timeout: float = 30) -> None:
 
 def complete_count(cwd: Path, storage_url: str | None = None) -> int:
     return sum(t.state.name == "COMPLETE" for t in finished_trials(cwd, storage_url))
+
+
+def command_lines() -> str:
+    """Every process's command line, as `ps` shows them."""
+    import glob
+
+    out = []
+    for cmdline in glob.glob("/proc/[0-9]*/cmdline"):
+        try:
+            out.append(Path(cmdline).read_bytes().replace(b"\0", b" ").decode(errors="replace"))
+        except OSError:
+            pass
+    return "\n".join(out)

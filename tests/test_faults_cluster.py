@@ -25,6 +25,7 @@ from bench.data.cache import cache_dir
 from studyrun import (
     QUICK_EPOCHS,
     QUICK_STUDY,
+    command_lines,
     complete_count,
     finished_trials,
     free_port,
@@ -178,17 +179,6 @@ def auth_server(tmp_path, port: int, password: str) -> subprocess.Popen:
     proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=log, start_new_session=True)
     wait_for_port(port, alive=proc)
     return proc
-
-
-def command_lines() -> str:
-    """Every process's command line, as `ps` shows them."""
-    out = []
-    for cmdline in glob.glob("/proc/[0-9]*/cmdline"):
-        try:
-            out.append(Path(cmdline).read_bytes().replace(b"\0", b" ").decode(errors="replace"))
-        except OSError:
-            pass
-    return "\n".join(out)
 
 
 def refused_without_credentials(tmp_path, uri: str, capsys, monkeypatch, data_dir: str) -> str:

@@ -4,10 +4,8 @@ and a cluster-style run (PostgreSQL for Optuna, an `mlflow server` on 127.0.0.1)
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
-import time
 import uuid
 from collections import Counter
 
@@ -17,7 +15,18 @@ import torch
 from bench.study import executor, runner
 from bench.study.files import load_study
 
-from studyrun import SLOW_STUDY, finished_trials, run_study, runs_of
+from studyrun import (
+    SLOW_STUDY,
+    command_lines,
+    complete_count,
+    finished_trials,
+    free_port,
+    run_study,
+    runs_of,
+    stop_group,
+    wait_for_port,
+    wait_until,
+)
 
 pytestmark = pytest.mark.slow  # whole studies, subprocesses or servers
 
@@ -48,7 +57,8 @@ def assert_each_trial_once(tmp_path, storage_url=None, uri=None):
 
 def test_workers_flag_shares_trials_exactly_once(tmp_path, data_dir):
     env = slow_env(tmp_path, data_dir)
-    proc = run_study(tmp_path, "slow", "--workers", "2", env=env)
+    del env["BENCH_STUDIES_DIR"]  # the study file by its path: the second worker must find the same file
+    proc = run_study(tmp_path, "studies/slow.toml", "--workers", "2", env=env)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     trials, runs = assert_each_trial_once(tmp_path)
     pids = {t.user_attrs["pid"] for t in trials if t.state.name == "COMPLETE"}
@@ -144,12 +154,6 @@ def test_unreachable_stores_fail_before_training(tmp_path, data_dir):
 POSTGRES = os.environ.get("BENCH_TEST_POSTGRES")  # e.g. postgresql://bench:pw@127.0.0.1:5432/postgres (set by .ci/run)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def postgres_dbs():
     if not POSTGRES:
@@ -170,66 +174,43 @@ def postgres_dbs():
 
 
 def test_cluster_postgres_storage_and_mlflow_server_two_workers(tmp_path, data_dir, postgres_dbs):
+    """Two workers on PostgreSQL + `mlflow server`, with the password where `ps` cannot see it: the workers
+    get the storage URL in BENCH_STORAGE, the server gets PGPASSWORD; it shows in no command line."""
     optuna_url, mlflow_db = postgres_dbs
+    password = optuna_url.split(":")[2].split("@")[0]
     port = free_port()
+    cmd = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+    cmd += [
+        "--backend-store-uri",
+        mlflow_db.replace(f":{password}@", "@"),
+        "--default-artifact-root",
+        str(tmp_path / "artifacts"),
+    ]
     server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "mlflow",
-            "server",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--backend-store-uri",
-            mlflow_db,
-            "--default-artifact-root",
-            str(tmp_path / "artifacts"),
-            "--workers",
-            "1",
-        ],
+        cmd,
+        env={**os.environ, "PGPASSWORD": password},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        start_new_session=True,
     )
     uri = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.time() + 120
-        while time.time() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                time.sleep(0.5)
-        env = slow_env(tmp_path, data_dir)
-        cmd = [
-            sys.executable,
-            "-m",
-            "bench",
-            "study",
-            "slow",
-            "--profile",
-            "smoke",
-            "--no-progress",
-            "--threads",
-            "1",
-            "--storage",
-            optuna_url,
-            "--tracking-uri",
-            uri,
-        ]
+        wait_for_port(port, alive=server)
+        env = {**slow_env(tmp_path, data_dir), "BENCH_STORAGE": optuna_url}
+        cmd = [sys.executable, "-m", "bench", "study", "slow", "--profile", "smoke", "--no-progress", "--threads", "1"]
+        cmd += ["--tracking-uri", uri]
         procs = [
             subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
             for _ in range(2)
         ]
+        wait_until(lambda: complete_count(tmp_path, optuna_url) >= 1, 300, "a finished trial")
+        assert password not in command_lines()  # not on any command line `ps` shows
         outs = [p.communicate(timeout=400) for p in procs]
         assert [p.returncode for p in procs] == [0, 0], outs
         trials, runs = assert_each_trial_once(tmp_path, optuna_url, uri)
         assert len({t.user_attrs["pid"] for t in trials if t.state.name == "COMPLETE"}) == 2
-        password = optuna_url.split(":")[2].split("@")[0]
         for r in runs:  # the storage password is never logged or printed
             assert password not in str(r.data.params) + str(r.data.tags)
         assert all(password not in out + err for out, err in outs)
     finally:
-        server.terminate()
-        server.wait(timeout=30)
+        stop_group(server)

@@ -58,8 +58,9 @@ def test_a_best_lr_on_the_grid_edge_widens_the_grid(traj):
                 assert hi == pytest.approx(10 ** LIMITS[1]) or lo == pytest.approx(10 ** LIMITS[0])
     ada = traj["surfaces"]["quadratic"]["optimizers"]["adagrad"]
     assert ada["lr"] > 10 and not ada["lr_on_edge"]  # beyond the old grid's top (10), found inside the widened one
-    lr, grid, edge = best_lr("sgd", SURFACES["quadratic"].f, SURFACES["quadratic"].start)
-    assert lr == traj["surfaces"]["quadratic"]["optimizers"]["sgd"]["lr"] and grid == pytest.approx((1e-4, 10.0)) and not edge
+    lr, grid, edge, (path, _) = best_lr("sgd", SURFACES["quadratic"].f, SURFACES["quadratic"].start)
+    sgd = traj["surfaces"]["quadratic"]["optimizers"]["sgd"]
+    assert lr == sgd["lr"] and grid == pytest.approx((1e-4, 10.0)) and not edge and path == sgd["path"]
 
 
 def test_rotation_changes_nothing_for_sgd_and_momentum_and_removes_the_adaptive_advantage(traj):

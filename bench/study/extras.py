@@ -97,13 +97,14 @@ def descend(name: str, f: Surface, start: tuple[float, float], lr: float, steps:
     """Path [(x, y)] and losses of optimizer `name` (the registry's own) on f from start."""
     p = torch.tensor(start, dtype=torch.float64, requires_grad=True)
     opt = OPTIMIZERS.get(name)([p], make_config({"optimizer": name, "lr": lr, "weight_decay": 0.0, "momentum": 0.9}))
-    path, losses = [[float(v) for v in p.detach()]], [float(f(*p.detach()))]
+    loss = f(p[0], p[1])  # one evaluation per step: the loss after a step is the next step's
+    path, losses = [[float(v) for v in p.detach()]], [float(loss)]
     for _ in range(steps):
         opt.zero_grad()
-        loss = f(p[0], p[1])
         loss.backward()
         opt.step()
-        value = float(f(*p.detach()))
+        loss = f(p[0], p[1])
+        value = float(loss)
         path.append([float(v) for v in p.detach()])
         losses.append(value if math.isfinite(value) else None)
         if not math.isfinite(value) or value > 1e12:
@@ -115,16 +116,17 @@ def _lr(e: int) -> float:
     return 10 ** (e / PER_DECADE)
 
 
-def best_lr(name: str, f: Surface, start: tuple[float, float]) -> tuple[float, tuple[float, float], bool]:
+def best_lr(name: str, f: Surface, start: tuple[float, float]) -> tuple[float, tuple[float, float], bool, tuple[list, list]]:
     """(the grid learning rate with the lowest final loss (diverged paths lose; ties: the smaller lr), the grid's
-    (lowest, highest) lr after widening, whether the best still sits on an edge of the widened grid)."""
-    scores: dict[int, float] = {}
+    (lowest, highest) lr after widening, whether the best still sits on an edge of the widened grid, its path and
+    losses)."""
+    runs: dict[int, tuple[list, list]] = {}
 
     def final(e: int) -> float:
-        if e not in scores:
-            _, losses = descend(name, f, start, _lr(e))
-            scores[e] = losses[-1] if losses[-1] is not None and len(losses) == STEPS + 1 else math.inf
-        return scores[e]
+        if e not in runs:
+            runs[e] = descend(name, f, start, _lr(e))
+        losses = runs[e][1]
+        return losses[-1] if losses[-1] is not None and len(losses) == STEPS + 1 else math.inf
 
     lo, hi = GRID[0] * PER_DECADE, GRID[1] * PER_DECADE
     while True:
@@ -134,7 +136,7 @@ def best_lr(name: str, f: Surface, start: tuple[float, float]) -> tuple[float, t
         elif best == lo and lo > LIMITS[0] * PER_DECADE:
             lo -= PER_DECADE
         else:
-            return _lr(best), (_lr(lo), _lr(hi)), best in (lo, hi)
+            return _lr(best), (_lr(lo), _lr(hi)), best in (lo, hi), runs[best]
 
 
 @EXTRAS.register("trajectories", "every optimizer on 2-D surfaces at its best learning rate, same step budget")
@@ -147,8 +149,7 @@ def trajectories(grid_points: int = 80) -> dict[str, Any]:
         z = spec.f(xs[None, :], ys[:, None])  # z[i][j] = f(x[j], y[i])
         optimizers = {}
         for oname in OPTIMIZERS.names():
-            lr, grid, edge = best_lr(oname, spec.f, spec.start)
-            path, losses = descend(oname, spec.f, spec.start, lr)
+            lr, grid, edge, (path, losses) = best_lr(oname, spec.f, spec.start)
             optimizers[oname] = {"lr": lr, "lr_grid": list(grid), "lr_on_edge": edge, "path": path, "loss": losses}
         out["surfaces"][sname] = {
             "label": spec.label,

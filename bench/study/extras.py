@@ -98,13 +98,13 @@ def descend(name: str, f: Surface, start: tuple[float, float], lr: float, steps:
     p = torch.tensor(start, dtype=torch.float64, requires_grad=True)
     opt = OPTIMIZERS.get(name)([p], make_config({"optimizer": name, "lr": lr, "weight_decay": 0.0, "momentum": 0.9}))
     loss = f(p[0], p[1])  # one evaluation per step: the loss after a step is the next step's
-    path, losses = [[float(v) for v in p.detach()]], [float(loss)]
+    path, losses = [[float(v) for v in p.detach()]], [float(loss.detach())]
     for _ in range(steps):
         opt.zero_grad()
         loss.backward()
         opt.step()
         loss = f(p[0], p[1])
-        value = float(loss)
+        value = float(loss.detach())
         path.append([float(v) for v in p.detach()])
         losses.append(value if math.isfinite(value) else None)
         if not math.isfinite(value) or value > 1e12:

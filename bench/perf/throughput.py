@@ -23,8 +23,8 @@ BUILTIN: dict[str, dict[str, Any]] = {
     },
     "cuda": {
         "source": "issue #11: NVIDIA H200, torch 2.11, bf16, code 55381fb (before CUDA graphs): resnet20 11,075 "
-        "images/s one trial, 15,588 aggregate packed k=4 (x1.15 over 13,553); no CNN figure, so the line is "
-        "flat (per-step overhead dominates small models there)",
+        "images/s one trial, 15,588 aggregate packed k=4 (x1.15 over 13,553); other models scaled by their "
+        "multiply-adds (no other model was measured there)",
         "points": [("resnet20", 40_551_040, 11075.0)],
         "speedup": 1.15,
     },
@@ -52,10 +52,10 @@ class Throughput:
         return per * (train_images + EVAL_COST * eval_images) / self.speedup
 
 
-def fit(points: list[tuple[str, float, float]], speedup: float, source: str, flat: bool = False) -> Throughput:
-    """The line through (macs, seconds per image) points: least squares for 2+ points; one point gives a flat line
-    (every model as fast per image as the measured one: a GPU, where per-step overhead dominates small models) when
-    `flat`, else a line through the origin (a CPU, where compute dominates)."""
+def fit(points: list[tuple[str, float, float]], speedup: float, source: str) -> Throughput:
+    """The line through (macs, seconds per image) points: least squares for 2+ points; one point gives a line
+    through the origin (cost in proportion to multiply-adds, which for nets of one family also counts their layers
+    and so their kernel launches)."""
     xs = [float(m) for _, m, _ in points]
     ys = [1.0 / float(r) for _, _, r in points]
     if len(points) >= 2 and max(xs) > min(xs):
@@ -63,7 +63,7 @@ def fit(points: list[tuple[str, float, float]], speedup: float, source: str, fla
         slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sum((x - mx) ** 2 for x in xs)
         slope = max(slope, 0.0)
         return Throughput(max(my - slope * mx, 0.0), slope, speedup, source)
-    return Throughput(ys[0], 0.0, speedup, source) if flat else Throughput(0.0, ys[0] / xs[0], speedup, source)
+    return Throughput(0.0, ys[0] / xs[0], speedup, source)
 
 
 def load_table(device_kind: str) -> dict[str, Any]:
@@ -130,16 +130,16 @@ def throughput(device_kind: str, model: str = "cnn") -> Throughput:
     builtin = [pt for pt in b["points"] if family(pt[0]) == fam] or b["points"]
     got = measured(kind)
     if got is None:
-        return fit(builtin, b["speedup"], "built-in: " + b["source"], flat=kind == "cuda")
+        return fit(builtin, b["speedup"], "built-in: " + b["source"])
     points, speedup, source = got
     points = [pt for pt in points if family(pt[0]) == fam]
     names = {name for name, _, _ in points}
     extra = [pt for pt in builtin if pt[0] not in names]
     if not points:
-        return fit(builtin, speedup, f"built-in {fam} figures ({b['source']}); concurrency from {source}", flat=kind == "cuda")
+        return fit(builtin, speedup, f"built-in {fam} figures ({b['source']}); concurrency from {source}")
     if extra:
         source += f"; completed with the built-in {', '.join(n for n, _, _ in extra)} figure ({b['source']})"
-    return fit(points + extra, speedup, source, flat=kind == "cuda")
+    return fit(points + extra, speedup, source)
 
 
 def macs_per_image(cfg) -> int:

@@ -10,6 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from .figures import FigureMaker
+from .frame import distinct
 from .load import REPORT_EXPERIMENT, run_url
 from .markdown import render_md, write_summary
 from .render import Meta, SourceMeta, render_html
@@ -20,10 +21,6 @@ from .sources import Source, View, gather, views
 from .verdict import NOT_MEASURED
 
 
-def _values(df: pd.DataFrame, column: str) -> list[str]:
-    return sorted(set(df[column].dropna().astype(str))) if column in df else []
-
-
 def source_meta(src: Source) -> SourceMeta:
     finals = src.df[src.df["stage"] == "final"] if len(src.df) else src.df
     return SourceMeta(
@@ -31,10 +28,10 @@ def source_meta(src: Source) -> SourceMeta:
         origin=src.origin,
         n_runs=len(src.df),
         exported=src.exported,
-        studies=_values(finals, "study"),
-        commits=_values(finals, "git_commit"),
-        data_sources=_values(finals, "data_source"),
-        devices=_values(finals, "device"),
+        studies=distinct(finals, "study"),
+        commits=distinct(finals, "git_commit"),
+        data_sources=distinct(finals, "data_source"),
+        devices=distinct(finals, "device"),
     )
 
 

@@ -27,7 +27,7 @@ import pandas as pd
 from bench.errors import BenchError
 from bench.study.files import PROFILES, Study
 
-from .frame import clean_value, is_missing, profile_of
+from .frame import clean_value, distinct, is_missing, profile_of
 
 FORMAT = "ablation-bench results"
 VERSION = 1
@@ -71,10 +71,6 @@ def _git_commit() -> str:
         return ""
 
 
-def _values(runs: pd.DataFrame, column: str) -> list[str]:
-    return sorted(set(runs[column].dropna().astype(str))) if column in runs else []
-
-
 def _date(ms: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M", time.localtime(ms / 1000)) if ms == ms else ""
 
@@ -101,7 +97,7 @@ def make_bundle(df: pd.DataFrame, extras: dict, study_files: dict[str, Study], l
         entry = {
             "profile": profile,
             "provenance": {
-                **{c: _values(finals, c) for c in PROVENANCE},
+                **{c: distinct(finals, c) for c in PROVENANCE},
                 "first_run": _date(float(starts.min())),
                 "last_run": _date(float(starts.max())),
                 "final_runs": int(len(finals)),

@@ -207,6 +207,11 @@ def long_history(runs: pd.DataFrame, metrics: list[str], by: str = "arm") -> pd.
     return pd.DataFrame(out, columns=["run_id", "seed", by, "epoch", "metric", "value"])
 
 
+def distinct(runs: pd.DataFrame, column: str) -> list[str]:
+    """The column's values as sorted distinct strings ([] when the column is absent), e.g. the devices of some runs."""
+    return sorted(set(runs[column].dropna().astype(str))) if column in runs else []
+
+
 def num(runs: pd.DataFrame, column: str) -> pd.Series:
     """A numeric column (NaN where absent or not a number)."""
     if column not in runs:

@@ -7,7 +7,7 @@ import math
 
 import pandas as pd
 
-from .frame import num
+from .frame import distinct, num
 from .metrics import Metric, arms_in_order, select, values
 from .section import Table, fmt, fmt_iv, run_links
 from .stats import t_interval
@@ -144,7 +144,7 @@ def setup(study: str, path: str, runs: pd.DataFrame, tune: pd.DataFrame) -> list
         ("Profile", ", ".join(sorted(set(runs["profile"])))),
         (
             "Data",
-            "; ".join(sorted(set(runs["data_source"].dropna().astype(str))))
+            "; ".join(distinct(runs, "data_source"))
             + " — images used: "
             + ", ".join(f"{k} {'/'.join(str(v) for v in vs)}" for k, vs in sizes.items()),
         ),
@@ -155,11 +155,10 @@ def setup(study: str, path: str, runs: pd.DataFrame, tune: pd.DataFrame) -> list
         (
             "Runs",
             f"{len(runs)} final runs ({n_div} diverged); {len(tune)} tuning runs; code "
-            + ", ".join(sorted(set(runs["git_commit"].dropna().astype(str)))),
+            + ", ".join(distinct(runs, "git_commit")),
         ),
     ]
 
 
 def device_of(runs: pd.DataFrame) -> str:
-    devs = sorted(set(runs["device"].dropna().astype(str))) if "device" in runs else []
-    return "; ".join(devs)
+    return "; ".join(distinct(runs, "device"))

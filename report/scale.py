@@ -15,7 +15,7 @@ from bench.study.files import Study
 from . import studies
 from .bundle import definition
 from .frame import PROFILE_ORDER, finals, num
-from .metrics import column, final_acc, mean_of, values
+from .metrics import column, error, final_acc, mean_of, values
 from .section import Scale, fmt
 
 SKIP = {"seed", "device", "data_dir"}  # config keys that may differ without the study being another one
@@ -117,13 +117,15 @@ def mismatch(name: str, runs: pd.DataFrame, profile: str, recorded: dict[str, An
 
 
 def literature(name: str, runs: pd.DataFrame, profile: str) -> list[str]:
-    """The reference arm's measured value beside each published figure the study file names."""
+    """The reference arm's measured value beside each published figure the study file names (metric: a record
+    field; <split>_acc and <split>_error count diverged runs at chance)."""
     study = studies.get(name)
     out = []
     for lit in study.literature if study is not None else ():
         arm = runs[runs["arm"] == lit.arm]
-        frac = lit.metric.endswith("_acc") or lit.metric.endswith("_error")
-        metric = final_acc(lit.metric[: -len("_acc")]) if lit.metric.endswith("_acc") else column(lit.metric)
+        split, _, kind = lit.metric.rpartition("_")
+        frac = kind in ("acc", "error")  # accuracies and errors are fractions, shown in %
+        metric = final_acc(split) if kind == "acc" else error(split) if kind == "error" else column(lit.metric)
         here = mean_of(values(arm, metric)) if len(arm) else math.nan
         shown = (lambda v: f"{fmt(v * 100)}%") if frac else fmt
         where = "" if lit.profile == profile else f" (at the {lit.profile} profile's scale)"

@@ -152,13 +152,15 @@ def test_the_reference_arm_stands_beside_the_literature(runs, tmp_path, monkeypa
     path.write_text(
         path.read_text() + f'\n[[literature]]\nprofile = "full"\narm = "{arm}"\nmetric = "test_acc"\nvalue = 0.6\n'
         'source = "a published figure (for this test)"\n'
+        + f'\n[[literature]]\nprofile = "smoke"\narm = "{arm}"\nmetric = "test_error"\nvalue = 0.4\nsource = "its error"\n'
     )
     monkeypatch.setenv("BENCH_STUDIES_DIR", str(folder))  # the study files are read once per folder
     sc = scale_of(headlines([Source("your runs", "x", runs)], "dropout"), "dropout")
     finals = runs[(runs["study"] == "dropout") & (runs["stage"] == "final") & (runs["arm"] == arm)]
     here = sum(final_acc("test")(r) for _, r in finals.iterrows()) / len(finals) * 100
     assert sc.literature == [
-        f"{arm} test_acc: {fmt(here)}% here (smoke, 2 seeds); a published figure (for this test): 60% (at the full profile's scale)"
+        f"{arm} test_acc: {fmt(here)}% here (smoke, 2 seeds); a published figure (for this test): 60% (at the full profile's scale)",
+        f"{arm} test_error: {fmt(100 - here)}% here (smoke, 2 seeds); its error: 40%",  # the same profile: no scale note
     ]
 
 

@@ -196,7 +196,7 @@ def compare_rows(entries: list[Section]) -> tuple[list[list[Cell]], list[list[Ce
         ["headline effect", *(effect_text(e) for e in entries)],
         ["scale", *(scale_text(s) for s in sc)],
         ["seeds per arm", *(str(e.verdict.n_seeds) for e in entries)],
-        ["how much exists", *("; ".join(s.progress) if s and s.progress else "complete" for s in sc)],
+        ["how much exists", *("; ".join(s.progress) if s and s.progress else "every planned final run" for s in sc)],
         ["study definition", *("; ".join(s.mismatch) if s and s.mismatch else "as in the study file now" for s in sc)],
     ]
     if any(s and s.literature for s in sc):

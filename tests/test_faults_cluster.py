@@ -1,7 +1,10 @@
-"""Cluster faults, for real: a worker on (simulated) another host killed with SIGKILL, PostgreSQL stopped and
-started under a running study, and the team's MLflow tracking server (basic auth, credentials from a file)
-restarted under one. Each time the study completes with every (arm, seed) finished exactly once, nothing
-left RUNNING in Optuna or MLflow, and no password anywhere it could leak."""
+"""Cluster faults, for real: a worker dying on another host, PostgreSQL and the tracking server restarted mid-study.
+
+The worker on a simulated second host is killed with SIGKILL; PostgreSQL is stopped and started under a running
+study; the team's MLflow server (basic auth, credentials from a file) is restarted under one. Each time the study
+completes with every (arm, seed) finished exactly once, nothing left RUNNING in Optuna or MLflow, and no
+password anywhere it could leak.
+"""
 
 from __future__ import annotations
 

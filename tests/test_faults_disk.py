@@ -1,6 +1,8 @@
-"""Local faults, for real: the stores' disk filling up mid-study (a small tmpfs mounted by the test), a new
-MLflow store opened at the same moment by a study and by a reader that is not bench, and output paths that
-cannot be written (one line, exit 2, before any work)."""
+"""Local faults, for real: a full disk mid-study, a new store raced by a reader, unwritable output paths.
+
+The stores' disk is a small tmpfs mounted by the test; the reader is MLflow itself, not bench; a bad path is one
+line and exit 2 before any work.
+"""
 
 from __future__ import annotations
 

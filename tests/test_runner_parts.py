@@ -1,6 +1,8 @@
-"""The runner's parts on their own, with real Optuna and MLflow stores: liveness judgements, store retries and
-full-disk recognition, plain progress lines, --pack/--workers auto, a study file given by path, and a new SQLite
-store that another process is still migrating."""
+"""The runner's parts on their own, with real Optuna and MLflow stores.
+
+Liveness judgements, store retries and full-disk recognition, plain progress lines, --pack/--workers auto, a
+study file given by path, and a new SQLite store that another process is still migrating.
+"""
 
 from __future__ import annotations
 

@@ -1,6 +1,8 @@
-"""Running claimed trials: ONE path for 1..k trials (start their MLflow runs, train them through
-train_packed, finish, fail or interrupt) and ONE out-of-memory ladder (a pack that runs out of device
-memory retries its trials alone; a lone trial retries once at half the batch size where the study allows)."""
+"""Running claimed trials: one path for 1..k trials and one out-of-memory ladder.
+
+Start their MLflow runs, train them through train_packed, then finish, fail or interrupt them. Out of device
+memory: a pack retries its trials alone; a lone trial retries once at half the batch size where the study allows.
+"""
 
 from __future__ import annotations
 

@@ -1,7 +1,9 @@
-"""Which worker holds a trial and whether it is still alive: every claimed trial carries its worker's host
-and pid and a heartbeat (a timestamp in the trial's user attributes, any Optuna storage); a trial is
-stale when its process is gone from this host (checked at once) or its heartbeat is older than the
-grace period (any host: a machine that died, lost power or its network)."""
+"""Which worker holds a trial and whether it is still alive: host, pid and a heartbeat per claimed trial.
+
+The heartbeat is a timestamp in the trial's user attributes (any Optuna storage). A trial is stale when its
+process is gone from this host (checked at once) or its heartbeat is older than the grace period (any host: a
+machine that died, lost power or its network).
+"""
 
 from __future__ import annotations
 

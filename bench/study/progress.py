@@ -1,5 +1,7 @@
-"""What a study prints while it runs: a tqdm bar on a terminal; one plain line per finished trial when
-the output is a log file or CI (no carriage-return frames); nothing with --no-progress."""
+"""What a study prints while it runs: a bar on a terminal, one plain line per finished trial otherwise.
+
+No carriage-return frames in a log file or CI; nothing at all with --no-progress.
+"""
 
 from __future__ import annotations
 

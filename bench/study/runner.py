@@ -1,5 +1,7 @@
-"""One execution of `bench study`: opens the stores, hands the scheduler's claims to the executor, runs the
-study's extras once, and prints where it stands; resumable: finished trials are never repeated."""
+"""One execution of `bench study`: the stores opened, the scheduler's claims handed to the executor, extras run once.
+
+Resumable: finished trials are never repeated. Also the command line: --pack/--workers auto and path checks.
+"""
 
 from __future__ import annotations
 

@@ -1,6 +1,8 @@
-"""The Optuna protocol of a study: per-arm TPE tuning on the validation split, then arms x seeds final trials
-enqueued and claimed by any worker; what is left, who holds what, and failing the trials of dead workers so
-that each (arm, seed) finishes exactly once whoever runs it."""
+"""The Optuna protocol of a study: per-arm TPE tuning, then arms x seeds final trials claimed by any worker.
+
+What is left, who holds what, and failing the trials of dead workers, so that each (arm, seed) finishes exactly
+once whoever runs it. Knows nothing of MLflow or training: it hands claims to an `execute` callable.
+"""
 
 from __future__ import annotations
 

@@ -1,6 +1,8 @@
-"""Opening the two stores a study writes (Optuna's trials, MLflow's runs) so that they survive what fails
-underneath: calls retried with backoff while a database or tracking server restarts, a full disk reported
-as one line naming the folder, a new SQLite store created whole so that no reader sees it half-migrated."""
+"""Opening the two stores a study writes (Optuna trials, MLflow runs) so that they survive what fails underneath.
+
+Calls are retried with backoff while a database or tracking server restarts; a full disk is one line naming the
+folder; a new SQLite store is created whole so that no reader sees it half-migrated.
+"""
 
 from __future__ import annotations
 

@@ -1,5 +1,8 @@
-"""All MLflow logging in one place: every `bench.*` tag name, an experiment per study, a parent run per study
-execution, a child run per trial (params, tags, per-epoch metrics, the record as JSON), each call under retry."""
+"""All MLflow logging in one place, and every `bench.*` tag name, each defined once.
+
+An experiment per study, a parent run per study execution, a child run per trial (params, tags, per-epoch
+metrics, the record as JSON); each call under stores.retrying.
+"""
 
 from __future__ import annotations
 

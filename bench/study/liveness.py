@@ -45,17 +45,17 @@ def process_gone(pid: int) -> bool:
 def stale_reason(trial: optuna.trial.FrozenTrial, grace: float, now: float | None = None) -> str | None:
     """Why a RUNNING trial's worker is judged dead, or None while it is alive (or is this process).
 
-    On this host a vanished pid is dead at once. Anywhere, a heartbeat older than the grace period (or
-    three of the writer's own intervals, if longer) is dead; a trial without a heartbeat (claimed by a
-    worker that died before writing one) counts from its start. Clocks are assumed to agree to well
+    On this host the pid decides: gone is dead at once, present is alive. Elsewhere a heartbeat older than
+    the grace period (or three of the writer's own intervals, if longer) is dead; a trial without a heartbeat
+    (claimed by a worker that died before writing one) counts from its start. Clocks are assumed to agree to well
     within the grace period (NTP)."""
     attrs = trial.user_attrs
     host, pid = attrs.get(HOST), str(attrs.get(PID, ""))
     if host == hostname() and pid == str(os.getpid()):
         return None  # ours: the heartbeat thread keeps it, whatever a storage outage did to its timestamps
     who = f"{host}:{pid}" if host else "an unknown worker"
-    if host == hostname() and pid.isdigit() and process_gone(int(pid)):
-        return f"worker {who} is gone (its process no longer exists on this host)"
+    if host == hostname() and pid.isdigit():  # this host: the process table says, at once and for sure
+        return f"worker {who} is gone (its process no longer exists on this host)" if process_gone(int(pid)) else None
     now = time.time() if now is None else now
     beat = attrs.get(BEAT)
     if beat is None and trial.datetime_start is not None:

@@ -1,3 +1,5 @@
+"""`python -m bench`: the same command as `bench`."""
+
 import sys
 
 from .cli import main

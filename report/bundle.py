@@ -49,13 +49,14 @@ class Bundle:
 
 
 def definition(study: Study, profile: str) -> dict[str, Any]:
-    """What a study file asks a profile to run: arms with their config overrides (study base, then profile base,
-    then the arm's own), seeds, the tuned parameter, the claims and the published figures it names."""
+    """What a study file asks a profile to run: the profile's overrides, arms with their config overrides (study base,
+    then profile base, then the arm's own), seeds, the tuned parameter, the claims and the published figures."""
     base = {**study.base, **study.profiles[profile].base}
     return {
         "file": Path(study.path).name,
         "description": study.description,
         "claims": list(study.claims),
+        "profile_base": dict(study.profiles[profile].base),  # the profile's own overrides (also inside each arm)
         "arms": {arm.name: {**base, **arm.overrides} for arm in study.arms(profile)},
         "seeds": len(study.seeds(profile)),
         "tuned": study.tuning.param if study.tuning is not None and study.tuning_trials(profile) else None,

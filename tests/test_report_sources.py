@@ -65,6 +65,7 @@ def test_a_bundle_round_trips_the_frame_and_pandas_reads_it(runs, bundle_path):
     assert init["profile"] == "smoke" and init["provenance"]["final_runs"] == len(finals)
     assert init["provenance"]["device"] == sorted(set(finals["device"])) and init["provenance"]["data_digest"]
     assert list(init["definition"]["arms"]) == [a.name for a in studies.get("init").arms("smoke")]
+    assert init["definition"]["profile_base"] == studies.get("init").profiles["smoke"].base
     assert back.extras["optimizer"]["trajectories"]["steps"] == read_extras(EXTRAS)["optimizer"]["trajectories"]["steps"]
 
 

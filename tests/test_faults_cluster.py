@@ -215,7 +215,10 @@ def test_tracking_server_with_basic_auth_restarted_mid_study(tmp_path, data_dir,
     server = auth_server(tmp_path, port, password)
     try:
         refused = refused_without_credentials(tmp_path, uri, capsys, monkeypatch, data_dir)
-        proc = start_study(tmp_path, "slow", "--tracking-uri", uri, env={**env, "HOME": str(home)}, progress=True)
+        # MLflow's HTTP client gives up after 2 quick tries here (it makes 7 over about 4 minutes by default), so the
+        # outage reaches bench's own retry loop, and the test does not wait out a long backoff after the restart.
+        quick = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"}
+        proc = start_study(tmp_path, "slow", "--tracking-uri", uri, env={**env, "HOME": str(home), **quick}, progress=True)
         try:
             wait_until(lambda: complete_count(tmp_path) >= 2, 180, "two finished trials")
             assert password not in command_lines()  # not on any command line `ps` shows
@@ -227,6 +230,7 @@ def test_tracking_server_with_basic_auth_restarted_mid_study(tmp_path, data_dir,
             if proc.poll() is None:
                 proc.kill()
         assert proc.returncode == 0, out + err
+        assert "retrying for up to" in err and "reachable again" in err  # the outage was met, and waited out
         assert "\r" not in out + err and out.count("] final ") == 6  # not a terminal: one plain line per trial
         os.environ["MLFLOW_TRACKING_USERNAME"], os.environ["MLFLOW_TRACKING_PASSWORD"] = "team", password
         try:

@@ -23,8 +23,8 @@ from bench.cli import main
 from bench.study import liveness, stores
 from bench.study.files import StudyError, get_study
 from bench.study.progress import Progress, trial_line
-from bench.study.runner import concurrency
-from bench.study.tracking import EXPERIMENT_KIND, TRAINING_KIND, Tracker
+from bench.study.runner import StudyRun, concurrency
+from bench.study.tracking import EXPERIMENT_KIND, TRAINING_KIND, Tracker, prepare_ui
 
 from studyrun import SLOW_STUDY
 
@@ -220,3 +220,30 @@ def test_experiments_are_tagged_as_training_runs_when_made_and_when_opened(tmp_p
     new = Tracker(uri, "new").experiment_id
     for exp_id in (old, new):
         assert client.get_experiment(exp_id).tags[EXPERIMENT_KIND] == TRAINING_KIND
+
+
+def test_bench_ui_tags_every_bench_experiment_and_no_other(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    ours, theirs = client.create_experiment("bench/old"), client.create_experiment("someone else's")
+    assert prepare_ui(uri) == 1 and prepare_ui(uri) == 0
+    assert client.get_experiment(ours).tags[EXPERIMENT_KIND] == TRAINING_KIND
+    assert EXPERIMENT_KIND not in client.get_experiment(theirs).tags
+
+
+def test_a_store_away_past_the_retry_budget_ends_the_study_with_one_line(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    study = get_study(str(_write(tmp_path, "slow", SLOW_STUDY)))
+    run = StudyRun(study, "smoke", None, f"sqlite:///{tmp_path / 'mlflow.db'}", None, progress=False)
+
+    def away():  # what a call raises once MLflow's and bench's retries are spent
+        raise RuntimeError("API request to http://127.0.0.1:5000/api/2.0/mlflow/runs/create failed: Max retries exceeded")
+
+    monkeypatch.setattr(run.scheduler, "plan", away)
+    with pytest.raises(stores.StoreError) as err:
+        run.run()
+    message = str(err.value)
+    assert "longer than the retry budget (300 s, BENCH_STORE_RETRY_SECONDS)" in message and "\n" not in message
+    assert "Max retries exceeded" in message and "run the same command again to resume" in message
+    assert not run.scheduler.heartbeat.thread.is_alive() or run.scheduler.heartbeat.stop_event.is_set()

@@ -61,7 +61,7 @@ def test_speed_prints_table_and_ratios(tmp_path, data_dir):
     rows = table["models"]["cnn"]["rows"]
     assert [r["label"] for r in rows] == ["naive", "eager", "vmap 2"] and table["models"]["cnn"]["macs"] > 1e6
     # the same table lands in the cache, where `bench study --plan` reads it
-    plan = _bench(tmp_path, "study", "pca", "--plan", "--profile", "smoke", "--device", "cpu")
+    plan = _bench(tmp_path, "study", "resnet-depth", "--plan", "--profile", "smoke", "--device", "cpu")  # conv nets, like the CNN
     assert plan.returncode == 0 and "estimate from: bench speed on cpu" in plan.stdout, plan.stdout + plan.stderr
 
 

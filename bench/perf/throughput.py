@@ -16,9 +16,9 @@ from bench.data.cache import cache_dir
 # of one trial at batch 128, with evaluation excluded). Each names its source.
 BUILTIN: dict[str, dict[str, Any]] = {
     "cpu": {
-        "source": "bench speed on a 2-core x86_64 CPU (the CI machine), code of 2026-11-27 (55381fb): "
-        "cnn 2,024 and resnet20 579 images/s",
-        "points": [("cnn", 10_323_200, 2024.0), ("resnet20", 40_551_040, 579.0)],
+        "source": "bench speed (eager, one trial) on a shared 2-core x86_64 VM on 2026-11-30: mlp 3,787, cnn 300 and "
+        "resnet20 68 images/s (its speed for convolutions varied about 5x within the day)",
+        "points": [("mlp", 920_064, 3787.0), ("cnn", 10_323_200, 300.0), ("resnet20", 40_551_040, 68.0)],
         "speedup": 1.0,  # aggregate throughput of the default concurrency over one trial at a time
     },
     "cuda": {

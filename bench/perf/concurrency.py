@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from .throughput import load_table, table_path
 
-MEASURED_MODEL = {"resnet": "resnet20", "cnn": "cnn"}  # other models (mlp, linear) are small: like the CNN
+MEASURED_MODEL = {"resnet": "resnet20", "cnn": "cnn", "mlp": "mlp", "linear": "mlp"}  # `bench speed --model` of each
 BUILTIN = {
     "cuda": (
         8,
@@ -23,7 +23,10 @@ def default_concurrency(model: str, device_type: str) -> tuple[int, int, str]:
     `device_type` ("cpu" or "cuda")."""
     kind = "cuda" if device_type == "cuda" else "cpu"
     table = load_table(kind)
-    entry = table.get("models", {}).get(MEASURED_MODEL.get(model, "cnn"))
+    models = table.get("models", {})
+    measured = MEASURED_MODEL.get(model, "cnn")
+    measured = measured if measured in models else "cnn"  # a model not measured here: the small CNN's figure
+    entry = models.get(measured)
     # the ways the runner can train: one trial, packs in the engine's default mode for this device, processes
     usable = ("graph", "streams", "workers") if kind == "cuda" else ("eager", "vmap")
     rows = [r for r in (entry or {}).get("rows", []) if "error" not in r and r["variant"] in usable]

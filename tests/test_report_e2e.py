@@ -63,7 +63,8 @@ def test_smoke_study_through_mlflow_to_html(tmp_path):
     assert (out / "report.md").exists() and any((out / "figures").glob("init-*.png"))
     assert "fewer than 2 seeds per arm" in html  # smoke has one seed: every measured verdict is inconclusive
     assert "smoke · " in html and "small scale" in html  # each verdict states its scale
-    assert f'#/experiments/{exp.experiment_id}/runs"' in html  # the study's runs table in the MLflow UI
+    # the study's runs table in the MLflow UI, in its "model training" view (not MLflow 3's GenAI overview)
+    assert f'#/experiments/{exp.experiment_id}/runs?workflowType=machine_learning"' in html
 
     reports = client.search_runs([client.get_experiment_by_name("bench/report").experiment_id])
     assert len(reports) == 1 and reports[0].data.tags["verdict.zero-init"] == "inconclusive"

@@ -87,7 +87,8 @@ def commands(study: str, profile: str | None = None) -> list[str]:
 def study_link(runs: pd.DataFrame, study: str) -> Link | None:
     """The study's runs table in the MLflow UI (from a run's link; None for runs without one, e.g. from a bundle)."""
     urls = [u for u in runs["url"] if isinstance(u, str) and "/runs/" in u] if "url" in runs else []
-    return Link(f"{study}: runs in MLflow", urls[0].rsplit("/", 1)[0]) if urls else None
+    # ?workflowType=machine_learning: MLflow 3 otherwise opens an experiment on its GenAI view (bench ui does the same)
+    return Link(f"{study}: runs in MLflow", urls[0].rsplit("/", 1)[0] + "?workflowType=machine_learning") if urls else None
 
 
 def skeleton(claim_id: str, df: pd.DataFrame, study: str, claim_studies: list[str]) -> tuple[Section, pd.DataFrame, pd.DataFrame]:

@@ -32,3 +32,20 @@ def cifar(data_dir):
     from bench.data import load_cifar10
 
     return load_cifar10(data_dir)
+
+
+@pytest.fixture
+def bench_cli(capsys, monkeypatch):
+    """`bench ARGS` run in this process (no interpreter start-up): (exit status, stdout, stderr).
+    `env` sets environment variables for the call; tests/test_train.py keeps a real subprocess."""
+    from bench.cli import main
+
+    def run(*args: str, env: dict | None = None) -> tuple[int, str, str]:
+        for key, value in (env or {}).items():
+            monkeypatch.setenv(key, value)
+        capsys.readouterr()
+        status = main(list(args))
+        out = capsys.readouterr()
+        return status, out.out, out.err
+
+    return run

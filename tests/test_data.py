@@ -5,8 +5,6 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -232,11 +230,10 @@ def test_no_data_and_failed_download_names_the_fix(tmp_path, monkeypatch):
 
 
 @pytest.fixture(scope="session")
-def shared(tmp_path_factory):
+def shared():
     if not SHARED.is_dir():
         pytest.skip(f"shared CIFAR-10 JPEG copy not found at {SHARED}")
-    cache = os.environ.get("BENCH_CACHE_DIR") or str(tmp_path_factory.mktemp("cache"))
-    return load_cifar10(str(SHARED), cache_dir=cache, download=False)
+    return load_cifar10(str(SHARED), download=False)  # the usual cache: decoding is tested by the manifest-hash test
 
 
 def test_shared_copy_counts_classes_and_source(shared):
@@ -508,7 +505,7 @@ def test_augment_is_deterministic_per_generator_seed():
 @pytest.mark.parametrize(
     "damage, expected", [("missing_class", "test/cat is missing"), ("truncated", "0001.png"), ("manifest", "MANIFEST")]
 )
-def test_cli_bad_data_exits_2_naming_the_problem(folder, tmp_path, damage, expected):
+def test_cli_bad_data_exits_2_naming_the_problem(bench_cli, folder, tmp_path, damage, expected):
     """The user's view of damaged data: one line naming what is wrong, exit 2, no traceback."""
     root, _ = folder
     if damage == "missing_class":
@@ -520,26 +517,8 @@ def test_cli_bad_data_exits_2_naming_the_problem(folder, tmp_path, damage, expec
         path.write_bytes(path.read_bytes()[:40])
     else:
         write_manifest(root, sha="0" * 64)
-    env = {**os.environ, "BENCH_CACHE_DIR": str(tmp_path / "cache")}
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "bench",
-            "train",
-            "model=mlp",
-            "n_train=20",
-            "n_val=10",
-            "epochs=1",
-            "--data-dir",
-            str(root),
-            "--no-progress",
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert proc.returncode == 2, proc.stderr
-    assert expected in proc.stderr and "Traceback" not in proc.stderr
-    assert proc.stderr.strip().splitlines()[-1].startswith("error: ")
+    args = ["train", "model=mlp", "n_train=20", "n_val=10", "epochs=1", "--data-dir", str(root), "--no-progress"]
+    status, _, err = bench_cli(*args, env={"BENCH_CACHE_DIR": str(tmp_path / "cache")})
+    assert status == 2, err
+    assert expected in err and "Traceback" not in err
+    assert err.strip().splitlines()[-1].startswith("error: ")

@@ -5,9 +5,6 @@ without the real CIFAR-10 copy; the CLI test uses the real copy."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
 import torch
 
@@ -206,14 +203,9 @@ def test_bad_weights_give_a_clear_data_error(data, tmp_path):
         (["source=imagenet"], "source=imagenet needs weights"),
     ],
 )
-def test_cli_bad_weights_exit_2_in_one_line(data_dir, tmp_path, args, expected):
+def test_cli_bad_weights_exit_2_in_one_line(bench_cli, data_dir, tmp_path, args, expected):
     env_args = ["task=transfer", "transfer=linear", "per_class=10", "n_val=50", "n_test=50", "epochs=1", "device=cpu"]
-    proc = subprocess.run(
-        [sys.executable, "-m", "bench", "train", *env_args, *args, "--data-dir", data_dir, "--no-progress"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 2, proc.stdout + proc.stderr
-    assert expected in proc.stderr and "Traceback" not in proc.stderr
-    assert len(proc.stderr.strip().splitlines()) == 1
+    status, out, err = bench_cli("train", *env_args, *args, "--data-dir", data_dir, "--no-progress")
+    assert status == 2, out + err
+    assert expected in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1

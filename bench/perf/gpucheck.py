@@ -57,7 +57,7 @@ def run_gpu_check(
         rows = run_speed(
             model,
             str(dev),
-            packs=plan["packs"],
+            packs=plan["packs"] if dev.type == "cuda" else (1,),  # packing is for a GPU
             procs=plan["procs"] if dev.type == "cuda" else (1,),
             n_train=n_train,
             epochs=epochs,

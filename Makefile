@@ -56,7 +56,8 @@ clean-venv:
 # Reference results (results/reference/): every study at REF_PROFILE (default quick) into fresh stores in REF_WORK
 # (the Optuna journal and mlflow.db there), then one bundle (bench export) and the README's summary table with one
 # figure (bench report --summary-md). WORKERS=N is passed to bench study as --workers; REF_RESUME=1 continues an
-# interrupted run in the same stores instead of starting fresh. Hours on a laptop CPU; run it in the background:
+# interrupted run in the same stores instead of starting fresh. Redirected to a file, each study prints one line per
+# finished trial. Hours on a laptop CPU; run it in the background:
 #   nohup make reference WORKERS=2 > reference.log 2>&1 &   (tail -f reference.log to follow)
 REF_PROFILE ?= quick
 REF_WORK ?= build/reference
@@ -69,7 +70,7 @@ reference: $(STAMP)
 	$(if $(REF_RESUME),,rm -rf $(REF_WORK) &&) mkdir -p $(REF_WORK) $(REF_DIR)
 	set -e; for study in $(REF_STUDIES); do \
 	  (cd $(REF_WORK) && $(abspath $(VENV))/bin/bench study $$study --profile $(REF_PROFILE) --workers $(WORKERS) \
-	    --data-dir $(REF_DATA) --no-progress); \
+	    --data-dir $(REF_DATA)); \
 	done
 	$(VENV)/bin/bench export --profile $(REF_PROFILE) --label reference --tracking-uri sqlite:///$(abspath $(REF_WORK))/mlflow.db \
 	  --out $(REF_DIR)/$(REF_PROFILE).json.gz

@@ -150,6 +150,6 @@ def test_side_by_side_trials_follow_their_lone_curves_exactly(cifar):
     packed = train_packed(cfgs, progress=False, data=cifar, mode="streams")
     for a, p in zip(alone, packed):
         assert p["packed"] == 2 and p["pack_mode"] == "streams"
-        for key in CURVES:
+        for key in CURVES + ["probe_loss", "L01.grad_norm", "A01.act_std"]:  # the diagnostics' dropout masks too
             assert a[f"history.{key}"] == p[f"history.{key}"], key
     assert packed[0]["history.val_loss"] != packed[1]["history.val_loss"]

@@ -28,11 +28,13 @@ def _histogram(y: torch.Tensor, act: Activation) -> tuple[list[float], list[int]
     return [round(float(e), 6) for e in edges], [int(c) for c in counts]
 
 
-def probe(model: nn.Module, x: torch.Tensor, y: torch.Tensor, histograms: bool = False) -> dict:
+def probe(model: nn.Module, x: torch.Tensor, y: torch.Tensor, histograms: bool = False, seed: int = 0) -> dict:
     """Forward+backward the probe batch in training mode without changing the model or the trial's randomness.
 
     BatchNorm uses the probe's batch statistics (as in training) but its running averages are left untouched;
-    dropout draws from the forked global RNG, not the trial's generator; the parameters' gradients are put back
+    dropout draws its masks from a generator of the probe's own, seeded with `seed` at every call (the same masks
+    every epoch, whether the trial trains alone or in a pack; the trial's generator and the global RNG are not
+    touched); the parameters' gradients are put back
     as they were (a captured CUDA graph keeps writing into them). Saturation and dead units come from each
     activation's derivative at its inputs (autograd). Returns flat metrics: `<layer>.<stat>` for activations
     (Axx) and weight layers (Lxx).
@@ -51,19 +53,18 @@ def probe(model: nn.Module, x: torch.Tensor, y: torch.Tensor, histograms: bool =
     grads = [p.grad for p in params]
     weights = {name: m.weight for name, m in weight_layers(model)}
     was_training = model.training
-    devices = [x.device.index or 0] if x.device.type == "cuda" else []
+    masks = torch.Generator(device=x.device).manual_seed(seed)
     try:
         for m in bns:
             m.momentum = 0.0  # running = (1-0)*running + 0*batch: unchanged
         for m in drops:
-            m.generator = None
+            m.generator = masks
         model.train()
-        with torch.random.fork_rng(devices=devices):
-            for p in params:
-                p.grad = None
-            loss = nn.functional.cross_entropy(model(x).float(), y)
-            trainable = {name: w for name, w in weights.items() if w.requires_grad}  # frozen layers: no gradient, norm 0
-            probe_grads = dict(zip(trainable, torch.autograd.grad(loss, list(trainable.values()), allow_unused=True)))
+        for p in params:
+            p.grad = None
+        loss = nn.functional.cross_entropy(model(x).float(), y)
+        trainable = {name: w for name, w in weights.items() if w.requires_grad}  # frozen layers: no gradient, norm 0
+        probe_grads = dict(zip(trainable, torch.autograd.grad(loss, list(trainable.values()), allow_unused=True)))
     finally:
         for m, momentum in zip(bns, saved):
             m.momentum = momentum

@@ -63,12 +63,17 @@ class EpochRunner:
         self.streams = {id(t): torch.cuda.Stream(device) for t in trials} if self.on_cuda and mode == "streams" else {}
         self.pack: PackStep | None = None
 
-    def _step_of(self, key, fn, generators) -> Any:
+    def _step_of(self, key, fn, trials: list[Trial]) -> Any:
         """The callable that runs one whole-batch step: captured on CUDA when graphs are on, else `fn` itself."""
         if not self.graphs:
             return fn
+
+        def rebind(fresh):
+            for t in trials:
+                t.rebind(fresh)
+
         if key not in self.captured:
-            self.captured[key] = CapturedStep(fn, generators, self.device)
+            self.captured[key] = CapturedStep(fn, [t.gen for t in trials], self.device, rebind)
         return self.captured[key]
 
     def run_epoch(self, active: list[Trial], bar) -> tuple[float, set[Trial]]:
@@ -86,7 +91,7 @@ class EpochRunner:
 
     def _separate_epoch(self, active: list[Trial], bar) -> set[Trial]:
         """Each trial steps on its own: alone, or interleaved step by step (on CUDA, each on its own stream)."""
-        steps = {id(t): self._step_of(id(t), t.step, [t.gen]) for t in active}
+        steps = {id(t): self._step_of(id(t), t.step, [t]) for t in active}
         diverged: set[Trial] = set()
         current = torch.cuda.current_stream(self.device) if self.streams else None
         for s in self.streams.values():
@@ -112,11 +117,12 @@ class EpochRunner:
     def _vmap_epoch(self, active: list[Trial], bar) -> set[Trial]:
         key = tuple(id(t) for t in active)
         if self.pack is None or tuple(id(t) for t in self.pack.trials) != key:
-            if self.pack is not None:
+            if self.pack is not None:  # a trial left: the old pack (and its graph, with its memory) goes
+                self.captured.pop(tuple(id(t) for t in self.pack.trials), None)
                 self.pack.release()
             self.pack = PackStep(active)
         pack = self.pack
-        step = self._step_of(key, pack, [t.gen for t in active])
+        step = self._step_of(key, pack, active)
         diverged: set[Trial] = set()
         first = active[0]
         for i in range(first.full_steps + (first.rest > 0)):

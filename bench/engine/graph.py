@@ -16,10 +16,19 @@ class CapturedStep:
     """`step()` eagerly until WARMUP_STEPS steps ran on a side stream, then captured once and replayed after.
 
     `generators` are the CUDA generators the step draws from (the trial's own): registered with the graph so each
-    replay draws fresh numbers. `failure` holds why capture failed (then every step runs eagerly)."""
+    replay draws fresh numbers. `failure` holds why capture failed (then every step runs eagerly). A capture that
+    fails midway can leave a registered generator marked as capturing, which refuses eager draws: `rebind` gets
+    {old generator: a fresh one with the state the old had before capture} so the owner trains on with those
+    (capture ran nothing, so the random stream goes on exactly where it was)."""
 
-    def __init__(self, step: Callable[[], None], generators: list[torch.Generator], device: torch.device):
-        self.step, self.generators, self.device = step, generators, device
+    def __init__(
+        self,
+        step: Callable[[], None],
+        generators: list[torch.Generator],
+        device: torch.device,
+        rebind: Callable[[dict[torch.Generator, torch.Generator]], None] | None = None,
+    ):
+        self.step, self.generators, self.device, self.rebind = step, generators, device, rebind
         self.graph: torch.cuda.CUDAGraph | None = None
         self.warm = 0
         self.failure: str | None = None
@@ -57,6 +66,7 @@ class CapturedStep:
 
     def _capture(self) -> None:
         graph = torch.cuda.CUDAGraph()
+        saved = [gen.get_state() for gen in self.generators]
         try:
             for gen in self.generators:
                 graph.register_generator_state(gen)
@@ -68,6 +78,14 @@ class CapturedStep:
             self.failure = f"{type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''}"
             warnings.warn(f"CUDA graph capture failed, training eagerly: {self.failure}", stacklevel=2)
             torch.cuda.synchronize(self.device)
+            fresh = []
+            for gen, state in zip(self.generators, saved):
+                new = torch.Generator(device=gen.device)
+                new.set_state(state)
+                fresh.append(new)
+            if self.rebind is not None:
+                self.rebind(dict(zip(self.generators, fresh)))
+            self.generators = fresh
 
 
 def graphs_usable(device: torch.device, wanted: bool) -> bool:

@@ -102,7 +102,9 @@ class Localize(Task):
     (the training boxes' statistics, canvas units) and samples.png (a base64 PNG strip of N_SAMPLES fixed test
     canvases), samples.true_box, samples.pred_box ([cx, cy, w, h] per canvas, canvas units), samples.label,
     samples.pred_label. History adds train/val/test_iou, train/val/test_box_loss and train_box_loss_running
-    (epochs 1..E). With box_weight = 0 the box head is never trained: its IoU is that of an untrained head."""
+    (epochs 1..E); its train_loss_running is the training objective (cross-entropy + box_weight x box loss), not the
+    class head's cross-entropy alone. With box_weight = 0 the box head is never trained: its IoU is that of an
+    untrained head."""
 
     name = "localize"
     packable = False  # two heads: trained alone

@@ -28,7 +28,7 @@ PACK_MODES = ("vmap", "streams")  # one fused model / one graph per trial replay
 
 def default_mode(device_type: str) -> str:
     """How packed trials train together unless told: "streams" on CUDA (each trial its own CUDA graph, replayed
-    side by side on its own stream: exactly its lone curve), "vmap" on the CPU (one fused model; `bench speed`
+    side by side on its own stream: its lone curve, up to cuDNN's choice of algorithms), "vmap" on the CPU (one fused model; `bench speed`
     measures both)."""
     return "streams" if device_type == "cuda" else "vmap"
 
@@ -67,8 +67,9 @@ def train_packed(
     Each keeps its own optimiser, learning-rate schedule, shuffling, augmentation, noise and initialisation. mode
     (k > 1): "vmap" fuses them into one model (one forward/backward; dropout masks then come from the global RNG);
     "streams" steps each on its own (on CUDA its graph replays on its own stream, so the trials run side by side
-    and each follows exactly its lone curve). Default: bench.perf.concurrency.pack_mode for the device. A trial that
-    diverges leaves; the others go on. Per-epoch evaluation and diagnostics run per trial.
+    and each follows its lone curve: bit for bit on the CPU, up to cuDNN's choice of algorithms on CUDA). Default:
+    `default_mode` for the device. A trial that diverges leaves; the others go on. Per-epoch evaluation and
+    diagnostics run per trial.
     """
     if not cfgs:
         return []

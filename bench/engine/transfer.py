@@ -37,6 +37,7 @@ from bench.config import ConfigError, TrialConfig, as_dict, with_role
 from bench.data import ChannelAffine, Cifar10, DataError, Normalizer, Splits, atomic_save, cache_dir, class_subset_splits, locked
 
 from .activations import ACTIVATIONS
+from .device import resolve_device
 from .fit import fit
 from .graph import graphs_usable
 from .inits import apply_init
@@ -194,7 +195,8 @@ def source_config(cfg: TrialConfig) -> TrialConfig:
 
 
 def source_key(cfg: TrialConfig, digest: str) -> str:
-    """Hash of everything the source depends on: its config fields (SOURCE_FIELDS), the data, the code version."""
+    """Hash of everything the source depends on: its config fields (SOURCE_FIELDS), the data, the code version, the
+    device kind it trains on."""
     src = source_config(cfg)
     fields = {k: v for k, v in as_dict(src).items() if k in SOURCE_FIELDS}
     blob = json.dumps(
@@ -205,6 +207,7 @@ def source_key(cfg: TrialConfig, digest: str) -> str:
             "data": digest,
             "classes": SOURCE_CLASSES,
             "version": SOURCE_VERSION,
+            "device": resolve_device(src.device).type,  # a CPU (fp32) and a CUDA (bf16) source differ
         },
         sort_keys=True,
     )

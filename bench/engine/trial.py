@@ -59,6 +59,14 @@ class Trial:
         self.ratios: dict[str, torch.Tensor] = {}
         self.done = False  # finished all epochs or diverged
 
+    def rebind(self, fresh: dict[torch.Generator, torch.Generator]) -> None:
+        """Draw from the generator `fresh` maps this trial's to (a failed graph capture replaced it)."""
+        new = fresh.get(self.gen, self.gen)
+        for m in self.model.modules():
+            if isinstance(m, Dropout) and m.generator is self.gen:
+                m.generator = new
+        self.gen = new
+
     # ------------------------------------------------------------------ the step
     def begin_epoch(self) -> None:
         """This epoch's order (the trial's generator, on its device) into the static buffer; counters and sums."""
@@ -126,7 +134,7 @@ class Trial:
         for split, (x, targets) in self.td.evals.items():
             metrics.update({f"{split}_{k}": v for k, v in self.evaluate(x, targets).items()})
         px, py = self.td.probe
-        probe = diag.probe(self.task.probe_model(self.model), px, py, histograms=epoch in (0, cfg.epochs))
+        probe = diag.probe(self.task.probe_model(self.model), px, py, histograms=epoch in (0, cfg.epochs), seed=cfg.seed + 2)
         hist = {k: probe.pop(k) for k in list(probe) if ".hist_" in k}
         self.record.update({f"{'init' if epoch == 0 else 'final'}.{k}": v for k, v in hist.items()})
         metrics.update(probe)

@@ -4,7 +4,7 @@ kind, else a built-in default that says where it comes from."""
 
 from __future__ import annotations
 
-from .throughput import load_table, table_path
+from .throughput import USABLE, load_table, table_path
 
 MEASURED_MODEL = {"resnet": "resnet20", "cnn": "cnn", "mlp": "mlp", "linear": "mlp"}  # `bench speed --model` of each
 BUILTIN = {
@@ -27,9 +27,7 @@ def default_concurrency(model: str, device_type: str) -> tuple[int, int, str]:
     measured = MEASURED_MODEL.get(model, "cnn")
     measured = measured if measured in models else "cnn"  # a model not measured here: the small CNN's figure
     entry = models.get(measured)
-    # the ways the runner can train: one trial, packs in the engine's default mode for this device, processes
-    usable = ("graph", "streams", "workers") if kind == "cuda" else ("eager", "vmap")
-    rows = [r for r in (entry or {}).get("rows", []) if "error" not in r and r["variant"] in usable]
+    rows = [r for r in (entry or {}).get("rows", []) if "error" not in r and r["variant"] in USABLE[kind]]
     if not rows:
         return BUILTIN[kind]
     best = max(rows, key=lambda r: r["images_per_s"])

@@ -26,6 +26,7 @@ import resource
 import statistics
 import sys
 from dataclasses import dataclass
+from queue import Empty
 from typing import Any
 
 QUICK = {"model": "cnn", "n_train": 5000, "epochs": 2, "packs": (1, 2)}  # the quick profiles' small CNN, their 5,000 images
@@ -70,6 +71,8 @@ def _rss_mb() -> float:
 def _epoch_seconds(cumulative: list[float]) -> tuple[float, float]:
     """(median seconds of the epochs after the first, first epoch's seconds) from cumulative seconds (epoch 0 = 0)."""
     per = [b - a for a, b in zip(cumulative, cumulative[1:])]
+    if not per:
+        raise RuntimeError("the trial diverged in its first epoch: nothing to time (lower the learning rate)")
     return statistics.median(per[1:]) if len(per) > 1 else per[0], per[0]
 
 
@@ -86,14 +89,14 @@ def _measure(
 
     torch.set_num_threads(threads)
     data = load_cifar10(data_dir)
-    graphs = variant.name in ("graph", "streams", "workers")
+    graphs = variant.name != "eager"  # on the CPU the step is eager whatever this says
     cfgs = [make_config({**overrides, "seed": s, "cuda_graphs": graphs}) for s in range(variant.k)]
     device = resolve_device(cfgs[0].device)
     rss0 = _rss_mb()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     if barrier is not None:
-        barrier.wait()
+        barrier.wait(timeout=BARRIER_TIMEOUT_S)
     if variant.name == "naive":
         from .naive import train_naive
 
@@ -137,22 +140,17 @@ class SMSampler:
         self.samples: list[float] = []
         self.proc = None
         self.on = device.type == "cuda"
-        self.index = device.index or 0
+        # nvidia-smi numbers the GPUs physically; CUDA_VISIBLE_DEVICES maps torch's numbers onto them
+        visible = [d for d in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()]
+        index = device.index or 0
+        self.index = visible[index].strip() if index < len(visible) else str(index)
 
     def log_epoch(self, epoch: int, metrics: dict) -> None:
         if epoch == 1 and self.on and self.proc is None:
             import subprocess
             import threading
 
-            cmd = [
-                "nvidia-smi",
-                "--query-gpu=utilization.gpu",
-                "--format=csv,noheader,nounits",
-                "-lms",
-                "100",
-                "-i",
-                str(self.index),
-            ]
+            cmd = ["nvidia-smi", "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits", "-lms", "100", "-i", self.index]
             try:
                 self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
             except OSError:  # no nvidia-smi: no figure
@@ -192,10 +190,14 @@ def _compiled(cfg, data) -> dict[str, Any]:
     return {"cumulative": trial.history["seconds"], "images": len(trial.td.train_x), "note": "torch.compile"}
 
 
+BARRIER_TIMEOUT_S = 900  # processes of one variant wait this long for each other before training
+
+
 def _worker(args, queue) -> None:  # a process of a `workers N` variant
     try:
         queue.put(_measure(*args))
     except Exception as exc:
+        args[-1].abort()  # the others must not wait at the barrier for this one
         queue.put({"error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''}"})
 
 
@@ -207,7 +209,16 @@ def _in_fresh_processes(variant: Variant, *args) -> dict[str, Any]:
     procs = [ctx.Process(target=_worker, args=((variant, *args, barrier), queue)) for _ in range(variant.n)]
     for p in procs:
         p.start()
-    rows = [queue.get() for _ in procs]
+    rows: list[dict[str, Any]] = []
+    while len(rows) < len(procs):  # a process that dies without a word (killed, a CUDA abort) ends the wait
+        try:
+            rows.append(queue.get(timeout=5))
+        except Empty:
+            dead = [p for p in procs if p.exitcode not in (None, 0)]
+            if dead:
+                for p in procs:
+                    p.kill()
+                raise RuntimeError(f"a measuring process died (exit status {dead[0].exitcode})") from None
     for p in procs:
         p.join()
     errors = [r["error"] for r in rows if "error" in r]
@@ -215,10 +226,11 @@ def _in_fresh_processes(variant: Variant, *args) -> dict[str, Any]:
         raise RuntimeError(errors[0])
     if variant.n == 1:
         return rows[0]
-    row = dict(rows[0])  # the processes overlap in time: their throughputs add up
-    row.update(
-        images_per_s=sum(r["images_per_s"] for r in rows),
-        seconds_per_epoch=max(r["seconds_per_epoch"] for r in rows),
+    row = dict(rows[0])
+    slowest = max(r["seconds_per_epoch"] for r in rows)
+    row.update(  # all the processes' timed images over the slowest timed epoch (they overlap, not exactly)
+        images_per_s=sum(r["images_per_s"] * r["seconds_per_epoch"] for r in rows) / slowest,
+        seconds_per_epoch=slowest,
         rss_mb=sum(r["rss_mb"] for r in rows),
         cuda_peak_mb=sum(r["cuda_peak_mb"] or 0 for r in rows) or None,
     )

@@ -97,6 +97,9 @@ def save_measurement(device_kind: str, model: str, macs: int, rows: list[dict[st
         Path(json_path).write_text(text)
 
 
+# The variants of `bench speed` the study runner trains with on each device kind: one trial, packs in the engine's
+# default mode there (bench.engine.loop.default_mode), several processes.
+USABLE = {"cuda": ("graph", "streams", "workers"), "cpu": ("eager", "vmap")}
 FAMILY = {"mlp": "mlp", "linear": "mlp"}  # fully connected models scale with their multiply-adds alone; the rest are conv nets
 
 
@@ -110,8 +113,9 @@ def measured(device_kind: str) -> tuple[list[tuple[str, float, float]], float, s
     table = load_table(device_kind)
     points, speedups = [], []
     for model, entry in table.get("models", {}).items():
-        rows = [r for r in entry.get("rows", []) if "error" not in r]
-        one = next((r for r in rows if r["variant"] == "graph"), None) or next((r for r in rows if r["variant"] == "eager"), None)
+        usable = USABLE["cuda" if device_kind == "cuda" else "cpu"]  # what the runner can train with here
+        rows = [r for r in entry.get("rows", []) if "error" not in r and r["variant"] in usable]
+        one = next((r for r in rows if r["variant"] in ("graph", "eager")), None)
         if one:
             points.append((model, entry["macs"], one["images_per_s"]))
             speedups.append(max([r["images_per_s"] / one["images_per_s"] for r in rows if r["k"] * r["n"] > 1] + [1.0]))
@@ -158,7 +162,12 @@ def macs_per_image(cfg) -> int:
         else (3, 32, 32)
     )
     with torch.device("meta"):
-        model = build_model(cfg, shape, None)
+        if cfg.task == "transfer" and cfg.source == "imagenet":  # ResNet-18 on the image upsampled to 224 px
+            from bench.engine.transfer import imagenet_backbone, target_model
+
+            model = target_model(cfg, imagenet_backbone(None), None)
+        else:
+            model = build_model(cfg, shape, None)
     total = 0
 
     def hook(module, inputs, output):

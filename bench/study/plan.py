@@ -3,7 +3,7 @@ take on this device, before anything is trained or any store is opened."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from bench.config import TrialConfig
 
@@ -33,7 +33,8 @@ def trial_cost(cfg: TrialConfig) -> Cost:
         per_class_left = CIFAR_TRAIN // CLASSES - cfg.n_val // SOURCE_CLASSES
         train = (cfg.per_class or per_class_left) * SOURCE_CLASSES
         test = cfg.n_test or CIFAR_TEST // 2
-        source = (cfg.n_train or CIFAR_TRAIN // 2) * cfg.pretrain_epochs if cfg.transfer != "scratch" else 0
+        pretrained_here = cfg.source == "cifar5" and cfg.transfer != "scratch"  # ImageNet weights come ready-made
+        source = (cfg.n_train or CIFAR_TRAIN // 2) * cfg.pretrain_epochs if pretrained_here else 0
     else:
         train = cfg.n_train or CIFAR_TRAIN - cfg.n_val
         test = cfg.n_test or CIFAR_TEST
@@ -59,7 +60,7 @@ def plan_lines(study: Study, profile: str, device_kind: str) -> tuple[list[Line]
     sources = set()
     tune_seed = study.tuning.seed if study.tuning else 0
     lines = []
-    sources_seen: set[tuple] = set()
+    sources_seen: set[str] = set()
     for arm in study.arms(profile):
         for stage, n, seed in (("tune", study.tuning_trials(profile), tune_seed), ("final", len(study.seeds(profile)), 0)):
             if n == 0:
@@ -68,11 +69,12 @@ def plan_lines(study: Study, profile: str, device_kind: str) -> tuple[list[Line]
             cost, macs, rate = trial_cost(cfg), macs_per_image(cfg), throughput(device_kind, cfg.model)
             sources.add(rate.source)
             seconds = n * rate.seconds(macs, cost.train_images, cost.eval_images)
-            if cost.pretrain_images:  # one source per (source config, seed): trained once, cached for the rest
-                key = (cfg.model, cfg.width, cfg.depth, cfg.pretrain_epochs, cfg.n_train)
-                seeds = {seed} if stage == "tune" else set(study.seeds(profile))
-                new = {s for s in seeds if (key, s) not in sources_seen}
-                sources_seen |= {(key, s) for s in new}
+            if cost.pretrain_images:  # one source per source config (its cache key): trained once, cached for the rest
+                from bench.engine.transfer import source_key
+
+                seeds = [seed] if stage == "tune" else study.seeds(profile)
+                new = {source_key(replace(cfg, seed=s), "") for s in seeds} - sources_seen
+                sources_seen |= new
                 seconds += len(new) * rate.seconds(macs, cost.pretrain_images, 0)
             lines.append(Line(stage, arm.name, n, cost, macs, seconds))
     return lines, " | ".join(sorted(sources))

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from bench.study.stores import one_line
+
 from .figures import FigureMaker
 from .frame import distinct
 from .load import REPORT_EXPERIMENT, run_url
@@ -105,7 +107,7 @@ def build_report(
             ).info.run_id
             link = Link(run_id[:8], run_url(exp_id, run_id))
         except Exception as exc:  # the report on disk is the product; MLflow logging is a copy
-            print(f"warning: could not create the MLflow report run: {type(exc).__name__}: {exc}", file=sys.stderr)
+            print(f"warning: could not create the MLflow report run: {one_line(exc)}", file=sys.stderr)
     index, sections = write_report(sources, out, study, report_run=link)
     if summary is not None:
         copied = write_summary(sections, Path(out), Path(summary), figure)
@@ -128,4 +130,4 @@ def _log(client, run_id: str, sections: list[Section], out: str, n_runs: int) ->
         client.set_terminated(run_id, "FINISHED")
     except Exception as exc:
         client.set_terminated(run_id, "FAILED")
-        print(f"warning: could not log the report to MLflow: {type(exc).__name__}: {exc}", file=sys.stderr)
+        print(f"warning: could not log the report to MLflow: {one_line(exc)}", file=sys.stderr)

@@ -12,7 +12,7 @@ from string import Template
 from .section import Cell, Link, Scale, Section, fmt_diff, fmt_p
 from .sources import View
 from .stats import LEVEL, POWER_ASSUMPTION
-from .verdict import FEW, HOLDS, NOISE, NOT_MEASURED, RULE, needed_text
+from .verdict import FEW, HOLDS, MIN_SEEDS, NOISE, NOT_MEASURED, RULE, needed_text
 
 HOW_TO_READ = [
     f'Every number is a mean over seeds with its {LEVEL:.0%} Student-t interval in brackets; "(n=1)" means a single '
@@ -25,7 +25,7 @@ HOW_TO_READ = [
     "below the full profile is labelled small scale; a study with runs missing says how much of it exists; runs that "
     "differ from the current study file are labelled, not mixed with others.",
     "Several results sources (shipped reference bundles, your own MLflow runs) are shown side by side, never pooled; "
-    "the summary's headline verdict comes from the largest scale measured.",
+    f"the summary's headline verdict comes from the largest scale measured with at least {MIN_SEEDS} seeds per arm.",
     "Diverged runs are counted, not dropped: a diverged run's accuracy counts as chance (10%; 20% on the 5-class "
     'transfer target) and it never reaches a target; the "diverged" column shows how many.',
     'Only final runs (stage "final") give test numbers; tuning runs only choose each arm\'s learning rate.',

@@ -1,10 +1,11 @@
 """Where results come from: exported bundles (results/reference/ by default) and an MLflow store. Each is one
 Source the report labels ("reference · quick · CPU", "your runs · smoke · CPU") and never mixes with another;
-where several cover a claim, the larger scale gives the headline verdict."""
+where several cover a claim, one measured with enough seeds, then the larger scale, gives the headline verdict."""
 
 from __future__ import annotations
 
 import re
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -12,13 +13,14 @@ from typing import Any
 import pandas as pd
 
 from bench.errors import BenchError
+from bench.study.stores import MLflowStore, one_line
 from bench.study.tracking import redact
 
 from .bundle import read_bundle
 from .frame import PROFILE_ORDER
 from .scale import rank, short_device
 from .section import Section
-from .verdict import NOT_MEASURED
+from .verdict import MIN_SEEDS, NOT_MEASURED
 
 REFERENCE = Path(__file__).resolve().parents[1] / "results" / "reference"  # the shipped bundles
 LOCAL = "mlflow"  # in --results: the MLflow store (--tracking-uri, $MLFLOW_TRACKING_URI or ./mlflow.db)
@@ -63,8 +65,19 @@ def from_mlflow(tracking_uri: str, study: str | None = None) -> Source:
 
     if missing_store(tracking_uri):
         raise BenchError(f"no MLflow store at {redact(tracking_uri)}: run a study first, or pass --tracking-uri")
-    runs, extras = load_runs(tracking_uri, study), load_extras(tracking_uri, study)
+    try:
+        if tracking_uri.startswith(("http://", "https://")):
+            MLflowStore(tracking_uri).check()  # a server that is down answers at once, not after MLflow's retries
+        runs, extras = load_runs(tracking_uri, study), load_extras(tracking_uri, study)
+    except BenchError as exc:
+        raise StoreUnusable(str(exc)) from None
+    except Exception as exc:  # unreachable, credentials refused, not an MLflow store
+        raise StoreUnusable(f"cannot read the MLflow store {redact(tracking_uri)}: {one_line(exc)}") from None
     return Source(YOUR_RUNS, redact(tracking_uri), runs, extras, store=tracking_uri)
+
+
+class StoreUnusable(BenchError):
+    """An MLflow store among the report's sources that cannot be read (one line, the URI's password hidden)."""
 
 
 def missing_store(tracking_uri: str) -> bool:
@@ -94,7 +107,12 @@ def gather(results: list[str] | None, tracking_uri: str, study: str | None = Non
     sources = []
     for entry in entries:
         if entry == LOCAL or "://" in entry:
-            sources.append(from_mlflow(tracking_uri if entry == LOCAL else entry, study))
+            try:
+                sources.append(from_mlflow(tracking_uri if entry == LOCAL else entry, study))
+            except StoreUnusable as exc:
+                if results is not None:  # asked for by name: the report would be missing what was asked
+                    raise
+                print(f"warning: {exc}; the report goes on without it", file=sys.stderr, flush=True)
         else:
             sources += [from_bundle(f, study) for f in bundle_files(entry)]
     measured = [s for s in sources if len(s.df) and (s.df["stage"] == "final").any()]
@@ -110,17 +128,19 @@ class View:
 
     @property
     def headline(self) -> Section:
-        """The section whose verdict the summary shows: measured, the larger scale, the current study definition,
-        a complete study, more seeds; ties go to the earlier source."""
+        """The section whose verdict the summary shows: measured with at least MIN_SEEDS seeds per arm, measured,
+        the larger scale, the current study definition, a complete study, more seeds; ties go to the earlier source
+        (a larger scale just started, with one seed, does not take the headline from a complete smaller one)."""
         return max(self.entries, key=preference)
 
 
 def preference(sec: Section) -> tuple:
     measured = sec.verdict.label != NOT_MEASURED
+    enough = measured and sec.verdict.n_seeds >= MIN_SEEDS
     sc = sec.scale
     if sc is None:
-        return (measured, -1, False, False, sec.verdict.n_seeds)
-    return (measured, rank(sc.profile), not sc.mismatch, not sc.progress, sec.verdict.n_seeds)
+        return (enough, measured, -1, False, False, sec.verdict.n_seeds)
+    return (enough, measured, rank(sc.profile), not sc.mismatch, not sc.progress, sec.verdict.n_seeds)
 
 
 def views(per_source: list[list[Section]]) -> list[View]:

@@ -24,6 +24,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from bench.data.cache import cache_dir
+from bench.study.scheduler import final_key
 
 from studyrun import (
     QUICK_EPOCHS,
@@ -55,7 +56,7 @@ def slow_env(tmp_path, data_dir, **more) -> dict:
 def assert_each_trial_once(tmp_path, storage_url=None, uri=None):
     """Every (arm, seed) COMPLETE once in Optuna and FINISHED once in MLflow; nothing RUNNING or WAITING."""
     trials = finished_trials(tmp_path, storage_url)
-    complete = Counter((t.params["arm"], t.params["seed"]) for t in trials if t.state.name == "COMPLETE")
+    complete = Counter(final_key(t) for t in trials if t.state.name == "COMPLETE")
     assert complete == EXPECTED
     assert not [t for t in trials if t.state.name in ("RUNNING", "WAITING")]
     _, runs = runs_of(tmp_path, "slow", uri)

@@ -15,6 +15,7 @@ from collections import Counter
 import pytest
 
 from bench.cli import main
+from bench.study.scheduler import final_key
 
 from studyrun import QUICK_STUDY, complete_count, finished_trials, run_study, runs_of, start_study, wait_until
 
@@ -75,7 +76,7 @@ def test_full_disk_is_one_line_and_the_study_resumes_after_space_is_freed(small_
     resumed = run_study(small_disk, "./slow.toml", env=env)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     trials = finished_trials(small_disk)
-    assert Counter((t.params["arm"], t.params["seed"]) for t in trials if t.state.name == "COMPLETE") == EXPECTED
+    assert Counter(final_key(t) for t in trials if t.state.name == "COMPLETE") == EXPECTED
     assert not [t for t in trials if t.state.name == "RUNNING"]
     _, runs = runs_of(small_disk, "slow")
     assert not [r for r in runs if r.info.status == "RUNNING"]

@@ -14,6 +14,7 @@ import torch
 
 from bench.study import executor, runner
 from bench.study.files import load_study
+from bench.study.scheduler import final_key
 
 from studyrun import (
     SLOW_STUDY,
@@ -42,7 +43,7 @@ def slow_env(tmp_path, data_dir) -> dict:
 
 def assert_each_trial_once(tmp_path, storage_url=None, uri=None):
     trials = finished_trials(tmp_path, storage_url)
-    complete = Counter((t.params["arm"], t.params["seed"]) for t in trials if t.state.name == "COMPLETE")
+    complete = Counter(final_key(t) for t in trials if t.state.name == "COMPLETE")
     assert complete == EXPECTED
     assert not [t for t in trials if t.state.name in ("RUNNING", "WAITING")]
     _, runs = runs_of(tmp_path, "slow", uri)

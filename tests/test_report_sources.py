@@ -83,16 +83,31 @@ def test_the_report_from_a_bundle_reads_as_the_report_from_its_runs(runs, bundle
 
 def test_the_larger_scale_gives_the_headline_and_each_source_keeps_its_verdict(runs):
     smoke = Source("reference", "a", runs)
+    quick = Source("your runs", "b", runs.assign(profile="quick"))  # as many seeds as the reference, larger scale
+    for order in ([smoke, quick], [quick, smoke]):
+        views = headlines(order, "init")
+        view = views["claim-xavier-vs-he"]
+        assert view.headline.source == "your runs · quick · CPU" and view.headline.verdict.n_seeds == 2
+        assert {e.source for e in view.entries} == {"reference · smoke · CPU", "your runs · quick · CPU"}
+        rows = {r[0]: r for r in summary_rows(list(views.values()), [s.heading() for s in order])}
+        assert rows["xavier-vs-he"][3].startswith("quick · ") and "small scale" in rows["xavier-vs-he"][3]
+
+
+def test_a_larger_scale_with_too_few_seeds_leaves_the_headline_to_a_complete_smaller_one(runs):
+    """A `full` (here quick) source just started, with one seed per arm, is shown beside the reference but does
+    not give the headline verdict."""
+    smoke = Source("reference", "a", runs)
     quick = Source("your runs", "b", runs[runs["seed"] == 0].assign(profile="quick"))  # one seed: inconclusive
     for order in ([smoke, quick], [quick, smoke]):
         views = headlines(order, "init")
         view = views["claim-xavier-vs-he"]
-        assert view.headline.source == "your runs · quick · CPU" and "fewer than 2 seeds" in view.headline.verdict.reason
+        assert view.headline.source == "reference · smoke · CPU" and view.headline.verdict.n_seeds == 2
         assert {e.source for e in view.entries} == {"reference · smoke · CPU", "your runs · quick · CPU"}
+        quick_verdict = next(e for e in view.entries if e.source.startswith("your runs")).verdict
+        assert quick_verdict.label == "inconclusive" and "fewer than 2 seeds" in quick_verdict.reason
         rows = {r[0]: r for r in summary_rows(list(views.values()), [s.heading() for s in order])}
-        smoke_verdict = next(e for e in view.entries if e.source.startswith("reference")).verdict.label
-        assert rows["xavier-vs-he"][1] == "inconclusive" and smoke_verdict in rows["xavier-vs-he"][5:]
-        assert rows["xavier-vs-he"][3].startswith("quick · ") and "small scale" in rows["xavier-vs-he"][3]
+        assert rows["xavier-vs-he"][1] == view.headline.verdict.label and rows["xavier-vs-he"][3].startswith("smoke · ")
+        assert "inconclusive" in rows["xavier-vs-he"][5:]
 
 
 def scale_of(views: dict, claim: str):
@@ -231,3 +246,35 @@ def test_summary_md_gives_every_claim_its_verdict_and_copies_one_figure(runs, tm
     lr = next(s for s in heads if s.claim_id == "learning-rate")
     assert f"**{lr.verdict.label}**" in row and lr.scale.line() in row and "![one figure of the report](" in text
     assert all(s.verdict.label != NOT_MEASURED for s in heads)
+
+
+def test_an_unreadable_mlflow_store_is_one_line_or_as_a_default_source_a_warning(bundle_path, tmp_path, monkeypatch, bench_cli):
+    """A store asked for by --results that cannot be read is an error (exit 2); the default store beside the
+    reference bundles is a one-line warning, and the report goes on with the bundles. No password is printed."""
+    from report import load, sources
+
+    from studyrun import free_port
+
+    down = f"http://bench:s3cr@t@127.0.0.1:{free_port()}"  # nothing listens there
+    status, out, err = bench_cli("report", "--results", "mlflow", "--tracking-uri", down, "--out", str(tmp_path / "out"))
+    assert status == 2 and err.count("\n") == 1 and err.startswith("error: ") and "bench:***@127.0.0.1" in err
+    assert "s3cr" not in out + err
+
+    folder = tmp_path / "reference"
+    folder.mkdir()
+    shutil.copy(bundle_path, folder / "reference.json.gz")
+    monkeypatch.setattr(sources, "REFERENCE", folder)
+    store = tmp_path / "mlflow.db"
+    store.write_bytes(b"")
+
+    def refused(*args, **kwargs):  # what MLflow raises when a server wants other credentials
+        raise RuntimeError("API request to https://u:pw@mlflow.example/api/2.0/mlflow/runs/search failed: 401 Unauthorized\nbody")
+
+    monkeypatch.setattr(load, "load_runs", refused)
+    for uri in (down, f"sqlite:///{store}"):
+        status, out, err = bench_cli("report", "--study", "init", "--tracking-uri", uri, "--out", str(tmp_path / "out"))
+        assert status == 0 and "report written" in out
+        warnings = [line for line in err.splitlines() if line.startswith("warning: ")]
+        assert len(warnings) == 1 and "the report goes on without it" in warnings[0] and "pw@" not in err and "s3cr" not in err
+    with pytest.raises(sources.StoreUnusable, match=r"cannot read the MLflow store .*401 Unauthorized$"):
+        sources.gather(["mlflow"], f"sqlite:///{store}", "init")

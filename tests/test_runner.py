@@ -15,6 +15,7 @@ import pytest
 
 from bench.study.files import get_study, list_studies
 from bench.study.runner import tuned_param_key
+from bench.study.scheduler import final_key
 
 from studyrun import SLOW_STUDY, finished_trials, run_study, runs_of
 
@@ -106,7 +107,7 @@ def test_interrupted_study_resumes_each_trial_exactly_once(tmp_path, data_dir, s
     again = run_study(tmp_path, "slow", env=env)
     assert again.returncode == 0, again.stdout + again.stderr
     trials = finished_trials(tmp_path)
-    complete = Counter((t.params["arm"], t.params["seed"]) for t in trials if t.state.name == "COMPLETE")
+    complete = Counter(final_key(t) for t in trials if t.state.name == "COMPLETE")
     assert complete == Counter(expected)
     assert not [t for t in trials if t.state.name == "RUNNING"]
     _, runs = runs_of(tmp_path, "slow")

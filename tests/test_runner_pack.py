@@ -12,6 +12,8 @@ from collections import Counter
 
 import pytest
 
+from bench.study.scheduler import final_key
+
 from studyrun import SLOW_STUDY, finished_trials, runs_of
 
 PACK_STUDY = """
@@ -145,7 +147,7 @@ def test_interrupted_packed_study_reruns_every_claimed_trial(tmp_path, data_dir,
     again = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stdout + again.stderr
     trials = finished_trials(tmp_path)
-    complete = Counter((t.params["arm"], t.params["seed"]) for t in trials if t.state.name == "COMPLETE")
+    complete = Counter(final_key(t) for t in trials if t.state.name == "COMPLETE")
     assert complete == Counter({(arm, seed): 1 for arm in ("p0.0", "p0.5") for seed in range(3)})
     assert not [t for t in trials if t.state.name == "RUNNING"]
     _, runs = runs_of(tmp_path, "slow")

@@ -1,7 +1,8 @@
 """The runner's parts on their own, with real Optuna and MLflow stores.
 
 Liveness judgements, store retries and full-disk recognition, plain progress lines, --pack/--workers auto, a
-study file given by path, and a new SQLite store that another process is still migrating.
+study file given by path, a new SQLite store that another process is still migrating, and passwords kept out of
+what bench prints and the command lines it starts.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from bench.study import liveness, stores
 from bench.study.files import StudyError, get_study
 from bench.study.progress import Progress, trial_line
 from bench.study.runner import StudyRun, concurrency
-from bench.study.tracking import EXPERIMENT_KIND, TRAINING_KIND, Tracker, prepare_ui
+from bench.study.tracking import EXPERIMENT_KIND, TRAINING_KIND, Tracker, health_url, prepare_ui, redact
 
 from studyrun import SLOW_STUDY
 
@@ -54,9 +55,12 @@ def test_stale_reason_local_pid_remote_heartbeat_and_own_trials():
     assert liveness.stale_reason(running_trial({}), 300, now) is None
     assert "unknown worker" in liveness.stale_reason(running_trial({}), 300, now + 400)
     # this process's own trials, and a live process's on this host, are never judged by a stale stamp (an outage)
-    for pid in (os.getpid(), os.getppid()):
-        alive = {"host": here, "pid": pid, "heartbeat": now - 1000}
-        assert liveness.stale_reason(running_trial(alive), 10, now) is None
+    own = {"host": here, "pid": os.getpid(), "worker_token": liveness.WORKER_TOKEN, "heartbeat": now - 1000}
+    assert liveness.stale_reason(running_trial(own), 10, now) is None
+    assert liveness.stale_reason(running_trial({"host": here, "pid": os.getppid(), "heartbeat": now - 1000}), 10, now) is None
+    # this host and pid with another token: an earlier process (a restarted container), gone
+    earlier = {**own, "worker_token": "0123456789abcdef@another-boot:1"}
+    assert "an earlier process with this host name and process id" in liveness.stale_reason(running_trial(earlier), 10, now)
 
 
 def test_heartbeat_thread_stamps_held_trials_only():
@@ -65,6 +69,8 @@ def test_heartbeat_thread_stamps_held_trials_only():
     held, other = study.ask(), study.ask()
     beat = liveness.Heartbeat(storage, interval=0.1)
     try:
+        for key, value in beat.identity().items():  # what the scheduler writes on a trial it claims
+            held.set_user_attr(key, value)
         beat.hold(held)
         first = storage.get_trial(held._trial_id).user_attrs["heartbeat"]
         time.sleep(0.5)
@@ -230,6 +236,38 @@ def test_bench_ui_tags_every_bench_experiment_and_no_other(tmp_path, monkeypatch
     assert prepare_ui(uri) == 1 and prepare_ui(uri) == 0
     assert client.get_experiment(ours).tags[EXPERIMENT_KIND] == TRAINING_KIND
     assert EXPERIMENT_KIND not in client.get_experiment(theirs).tags
+
+
+def test_redact_hides_every_form_of_password():
+    cases = {
+        "postgresql://user:secret@db:5432/optuna": "postgresql://user:***@db:5432/optuna",
+        "postgresql://user:p@ss@w0rd@db/optuna?sslmode=require": "postgresql://user:***@db/optuna?sslmode=require",
+        "postgresql://db/optuna?user=u&password=s3cret&sslmode=require": "postgresql://db/optuna?user=u&password=***&sslmode=require",
+        "https://u:pw@mlflow.example/x and http://v:pw2@h:5000": "https://u:***@mlflow.example/x and http://v:***@h:5000",
+        "sqlite:///mlflow.db": "sqlite:///mlflow.db",
+        "http://127.0.0.1:5000": "http://127.0.0.1:5000",
+        "postgresql://user@db/optuna": "postgresql://user@db/optuna",
+    }
+    assert {url: redact(url) for url in cases} == cases
+    assert health_url("http://u:p@ss@127.0.0.1:5000/") == "http://127.0.0.1:5000/health"
+
+
+def test_bench_ui_keeps_the_store_password_off_its_output_and_command_line(bench_cli, monkeypatch):
+    from mlflow.cli import server
+
+    import bench.study.tracking as tracking
+
+    uri = "postgresql://mlflow:s3cr@t@db:5432/mlflow?password=again"
+    calls = []
+    monkeypatch.setattr(tracking, "prepare_ui", lambda u: calls.append(("prepare", u)))
+    monkeypatch.setattr(subprocess, "call", lambda cmd, env=None: calls.append((cmd, env)) or 0)
+    status, out, err = bench_cli("ui", "--tracking-uri", uri)
+    assert status == 0 and "s3cr" not in out + err and "again" not in out + err and "postgresql://mlflow:***@db" in out
+    (_, prepared), (cmd, env) = calls
+    assert prepared == uri and not any("s3cr" in part or "again" in part for part in cmd)
+    assert cmd[-4:] == ["--host", "127.0.0.1", "--port", "5000"] and env["MLFLOW_BACKEND_STORE_URI"] == uri
+    # `mlflow ui` is `mlflow server`, whose --backend-store-uri reads that variable
+    assert next(p for p in server.params if p.name == "backend_store_uri").envvar == "MLFLOW_BACKEND_STORE_URI"
 
 
 def test_a_store_away_past_the_retry_budget_ends_the_study_with_one_line(tmp_path, monkeypatch):

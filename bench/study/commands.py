@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from .liveness import DEFAULT_GRACE
@@ -18,18 +19,25 @@ def cmd_study(args) -> int:
     return run_study_cli(args)
 
 
+def ui_command(uri: str, host: str, port: int) -> tuple[list[str], dict[str, str]]:
+    """The `mlflow ui` command line and its environment: the store (which may hold a password) travels in
+    MLFLOW_BACKEND_STORE_URI, which mlflow's CLI reads for --backend-store-uri, not on a command line `ps` shows."""
+    cmd = [sys.executable, "-m", "mlflow", "ui", "--host", host, "--port", str(port)]
+    return cmd, {**os.environ, "MLFLOW_BACKEND_STORE_URI": uri}
+
+
 def cmd_ui(args) -> int:
     import subprocess
 
-    from .tracking import prepare_ui, tracking_uri
+    from .tracking import prepare_ui, redact, tracking_uri
 
     uri = tracking_uri(args.tracking_uri)
     prepare_ui(uri)  # a new SQLite store made whole first; every bench/* experiment tagged as training runs
     # MLflow 3 opens on its GenAI view unless told otherwise; ?workflowType=machine_learning shows the runs tables
     url = f"http://{args.host}:{args.port}/#/experiments?workflowType=machine_learning"
-    print(f"MLflow UI for {uri}: {url}  (Ctrl-C stops it)", flush=True)
-    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", args.host, "--port", str(args.port)]
-    return subprocess.call(cmd)
+    print(f"MLflow UI for {redact(uri)}: {url}  (Ctrl-C stops it)", flush=True)
+    cmd, env = ui_command(uri, args.host, args.port)
+    return subprocess.call(cmd, env=env)
 
 
 def register(sub: argparse._SubParsersAction) -> None:

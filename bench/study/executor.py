@@ -17,9 +17,9 @@ from bench.config import TrialConfig, as_dict
 from bench.engine.loop import pack_key, train_packed
 
 from . import tracking as tags
-from .liveness import hostname
+from .liveness import WORKER_TOKEN, hostname
 from .progress import Progress, trial_line
-from .scheduler import Claim, Scheduler
+from .scheduler import JUDGED_DEAD, OOM_RETRY, STATUS, Claim, Scheduler
 from .stores import DiskFullError
 from .tracking import RunLogger, Tracker
 
@@ -85,8 +85,8 @@ class Executor:
             reason = reason_of(exc) if len(claims) == 1 else f"packed x{len(claims)}: {reason_of(exc)}"
             self._end_runs(run_ids, reason)
             if not isinstance(exc, torch.OutOfMemoryError):
-                for claim in claims:
-                    self._fail(claim, reason)
+                for i, claim in enumerate(claims):
+                    self._fail(claim, reason, run_ids[i] if i < len(run_ids) else None)
                 if os.environ.get("BENCH_DEBUG"):
                     raise
                 return [False] * len(claims)
@@ -109,8 +109,10 @@ class Executor:
         claim, cfg = claims[0], cfgs[0]
         if retry is None and self.study.oom_retry and cfg.batch_size > 1:
             half = replace(cfg, batch_size=cfg.batch_size // 2)
-            claim.trial.set_user_attr("oom_retry", half.batch_size)
-            return [([claim], [half], {tags.OOM_RETRY: f"batch_size halved to {half.batch_size} after: {reason}"})]
+            if self.scheduler.set_attrs(claim.trial, {OOM_RETRY: half.batch_size}):
+                return [([claim], [half], {tags.OOM_RETRY: f"batch_size halved to {half.batch_size} after: {reason}"})]
+            self._lost(claim)  # judged dead meanwhile: the retry is the other worker's
+            return None
         self._fail(claim, reason)
         return None
 
@@ -128,6 +130,7 @@ class Executor:
             tags.OPTUNA_TRIAL: str(claim.trial.number),
             tags.HOST: hostname(),
             tags.PID: str(os.getpid()),
+            tags.TOKEN: WORKER_TOKEN,
             **{f"{tags.FACTOR}{f}": a for f, a in claim.arm.factors.items()},
             **{f"{tags.TUNED if claim.stage == 'final' else tags.TUNE}{k}": str(v) for k, v in claim.extra.items()},
             **({tags.PACKED: str(packed)} if packed > 1 else {}),  # trained together with packed-1 others
@@ -152,7 +155,8 @@ class Executor:
         self.tracker.log_metrics(
             run_id, {**summary, "diverged": float(record["status"] == "diverged")}, step=record["epochs_run"]
         )
-        claim.trial.set_user_attr("status", record["status"])
+        # False when another worker judged this one dead meanwhile: _finish then ends the run as such
+        self.scheduler.set_attrs(claim.trial, {STATUS: record["status"]})
 
     def _finish(self, run_id: str, claim: Claim, record: dict) -> bool:
         # MLflow before Optuna: a kill in between leaves a FINISHED run whose trial is rerun (a duplicate
@@ -161,15 +165,26 @@ class Executor:
         if not self.scheduler.complete(claim, record["best_val_acc"] if record["status"] == "ok" else 0.0):
             # Another worker judged this one dead while it trained (a stalled or suspended process) and
             # reruns it: this run must not count as a second finished (arm, seed).
-            self.tracker.fail_run(run_id, "judged dead by another worker while training (no heartbeat); rerun there")
+            self.tracker.fail_run(run_id, JUDGED_DEAD)
+            self._lost(claim)
             return False
         done = self.scheduler.plan()[0] if self.progress.enabled else 0  # every worker's, as the storage counts
         self.progress.finished(done, trial_line(claim.stage, claim.arm.name, claim.seed, record))
         return True
 
-    def _fail(self, claim: Claim, reason: str) -> None:
-        self.scheduler.fail(claim, reason)
+    def _fail(self, claim: Claim, reason: str, run_id: str | None = None) -> None:
+        """Fail the trial; when another worker had already failed it as stale, its run (ended FAILED with
+        `reason` already) says instead that the trial reruns there."""
+        if not self.scheduler.fail(claim, reason):
+            if run_id is not None:
+                self._end_runs([run_id], f"{JUDGED_DEAD} (here it had failed: {reason})")
+            self._lost(claim)
+            return
         self.progress.finished(self.progress.done, trial_line(claim.stage, claim.arm.name, claim.seed, None, reason))
+
+    def _lost(self, claim: Claim) -> None:
+        """A trial another worker failed as stale while this one held it: said once, and this worker goes on."""
+        self.progress.finished(self.progress.done, trial_line(claim.stage, claim.arm.name, claim.seed, None, JUDGED_DEAD))
 
     def _end_runs(self, run_ids: list[str], reason: str, status: str = "FAILED", label: str = "failed") -> None:
         for run_id in run_ids:

@@ -19,7 +19,7 @@ from bench.data import load_cifar10
 from . import tracking as tags
 from .executor import Executor
 from .files import Study, StudyError, get_study
-from .liveness import DEFAULT_GRACE, hostname, process_gone
+from .liveness import DEFAULT_GRACE, WORKER_TOKEN, hostname, local_gone
 from .progress import Progress
 from .scheduler import FAILURE, RUN_ID, Scheduler
 from .stores import StoreError, check_artifact_folder, one_line, open_storage, retry_seconds, transient
@@ -65,8 +65,8 @@ class StudyRun:
         self.end_orphan_runs()  # runs left RUNNING by a worker that died (on this host, or judged by heartbeat)
 
     # ------------------------------------------------------------------ runs whose worker is gone
-    def _worker_dead(self, host: str, pid: str, reason: str) -> None:
-        self.tracker.end_runs_of_worker(host, pid, reason)
+    def _worker_dead(self, host: str, pid: str, token: str | None, reason: str) -> None:
+        self.tracker.end_runs_of_worker(host, pid, token, reason)
 
     def end_orphan_runs(self) -> int:
         """End FAILED every RUNNING run of this study whose Optuna trial has ended (its worker died, or a
@@ -82,8 +82,7 @@ class StudyRun:
                 elif trial is not None and trial.user_attrs.get(RUN_ID) not in (None, run.info.run_id):
                     reason = None  # an earlier attempt of a trial that is still running: ended when it ends
             if reason is None and t.get(tags.HOST) == hostname() and t.get(tags.PID, "").isdigit():
-                if process_gone(int(t[tags.PID])):
-                    reason = f"worker {t[tags.HOST]}:{t[tags.PID]} is gone (its process no longer exists on this host)"
+                reason = local_gone(t[tags.HOST], t[tags.PID], t.get(tags.TOKEN))
             if reason:
                 self.tracker.fail_run(run.info.run_id, reason)
                 n += 1
@@ -181,6 +180,7 @@ class StudyRun:
                 tags.CLAIMS: ",".join(self.study.claims),
                 tags.HOST: hostname(),
                 tags.PID: str(os.getpid()),
+                tags.TOKEN: WORKER_TOKEN,
             },
             {
                 "arms": ",".join(a.name for a in self.arms),
@@ -208,6 +208,7 @@ class StudyRun:
                     tags.PROFILE: self.profile,
                     tags.HOST: hostname(),
                     tags.PID: str(os.getpid()),
+                    tags.TOKEN: WORKER_TOKEN,
                 },
             )
             try:

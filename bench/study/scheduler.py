@@ -13,16 +13,20 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import optuna
-from optuna.distributions import CategoricalDistribution
 from optuna.trial import TrialState
 
 from .files import Arm, Study
-from .liveness import HOST, PID, Heartbeat, heartbeat_interval, stale_reason
+from .liveness import HOST, PID, TOKEN, Heartbeat, heartbeat_interval, stale_reason
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)  # the runner prints its own progress
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # TPE's constant_liar
 FAILURE = "failure"  # trial user attribute: why it failed
 RUN_ID = "mlflow_run_id"  # trial user attribute: its (latest) MLflow run
+STATUS = "status"  # trial user attribute: the record's status ("ok", "diverged")
+OOM_RETRY = "oom_retry"  # trial user attribute: the batch size of its retry after running out of memory
+UNWANTED = "its arm or seed is no longer in the study file"  # a queued final trial left by an older study file
+# Why a worker's trial ended elsewhere: it stalled past the grace period and another worker reruns it.
+JUDGED_DEAD = "judged dead by another worker while training (no heartbeat); rerun there"
 
 Execute = Callable[[list["Claim"]], list[bool]]  # trains claimed trials; one bool each: finished
 
@@ -45,7 +49,8 @@ class Claim:
 
 
 def final_key(trial: optuna.trial.FrozenTrial) -> tuple:
-    """(arm, seed) of a final-stage trial; an enqueued (WAITING) one has them only as fixed params."""
+    """(arm, seed) of a final-stage trial: its enqueued fixed params (trials of older executions also have them
+    as Optuna parameters)."""
     params = trial.params or trial.system_attrs.get("fixed_params", {})
     return params.get("arm"), params.get("seed")
 
@@ -59,10 +64,10 @@ class Scheduler:
         profile: str,
         storage: optuna.storages.BaseStorage,
         grace: float,
-        on_dead: Callable[[str, str, str], None] | None = None,
+        on_dead: Callable[[str, str, str | None, str], None] | None = None,
     ):
         self.study, self.profile, self.storage, self.grace = study, profile, storage, grace
-        self.on_dead = on_dead  # (host, pid, reason): end that worker's MLflow runs
+        self.on_dead = on_dead  # (host, pid, token, reason): end that worker's MLflow runs
         self.heartbeat = Heartbeat(storage, heartbeat_interval(grace))
         self.poll = min(2.0, self.heartbeat.interval)  # seconds between looks while other workers train
         self.arms = study.arms(profile)
@@ -92,7 +97,7 @@ class Scheduler:
     def fail_stale(self, ostudy: optuna.Study) -> int:
         """Fail every RUNNING trial whose worker is dead (liveness.stale_reason), so its (arm, seed) reruns;
         tell `on_dead` once per dead worker so its MLflow runs end FAILED with the reason."""
-        dead: dict[tuple, str] = {}
+        dead: dict[tuple, str] = {}  # (host, pid, token) -> reason
         for t in ostudy.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             reason = stale_reason(t, self.grace)
             if reason is None:
@@ -102,19 +107,28 @@ class Scheduler:
                 ostudy.tell(t.number, state=TrialState.FAIL)
             except (ValueError, optuna.exceptions.UpdateFinishedTrialError):
                 continue  # another worker judged it first, or it just finished
-            dead.setdefault((str(t.user_attrs.get(HOST, "")), str(t.user_attrs.get(PID, ""))), reason)
-        for (host, pid), reason in dead.items():
+            attrs = t.user_attrs
+            dead.setdefault((str(attrs.get(HOST, "")), str(attrs.get(PID, "")), attrs.get(TOKEN)), reason)
+        for (host, pid, token), reason in dead.items():
             print(f"{reason}: its trials are failed and rerun", flush=True)
             if self.on_dead and host and pid:
-                self.on_dead(host, pid, reason)
+                self.on_dead(host, pid, token, reason)
         return len(dead)
 
     # ------------------------------------------------------------------ what is left
-    def tuned_value(self, arm: Arm) -> float | None:
-        if self.study.tuning is None or self.study.tuning_trials(self.profile) == 0:
-            return None
+    def tuning_done(self, arm: Arm) -> list[optuna.trial.FrozenTrial]:
+        """The arm's COMPLETE tuning trials that count: the first `budget` of them by trial number."""
         done = self.tune_study(arm).get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        if not done:
+        return sorted(done, key=lambda t: t.number)[: self.study.tuning_trials(self.profile)]
+
+    def tuned_value(self, arm: Arm) -> float | None:
+        """The arm's tuned value: the best of its full budget of COMPLETE tuning trials, and None until it has
+        them all, so that every worker and execution trains the arm's final trials with one value."""
+        budget = self.study.tuning_trials(self.profile)
+        if self.study.tuning is None or budget == 0:
+            return None
+        done = self.tuning_done(arm)
+        if len(done) < budget:
             return None
         return max(done, key=lambda t: t.value).params[self.study.tuning.param]
 
@@ -127,53 +141,68 @@ class Scheduler:
         budget = self.study.tuning_trials(self.profile)
         if budget:
             for arm in self.arms:
-                n_done = len(self.tune_study(arm).get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
-                done, total = done + min(n_done, budget), total + budget
+                done, total = done + len(self.tuning_done(arm)), total + budget
         finished = {final_key(t) for t in self.final_study().get_trials(deepcopy=False, states=(TrialState.COMPLETE,))}
         wanted = {(a.name, s) for a in self.arms for s in self.seeds}
         return done + len(wanted & finished), total + len(wanted)
 
     # ------------------------------------------------------------------ claiming and telling
-    def _ask(self, ostudy: optuna.Study, dists: dict | None = None) -> optuna.Trial:
-        """ostudy.ask(), with this worker's host, pid and a first heartbeat recorded at once: a claimed trial
-        whose process dies before it starts is still recognised as stale and rerun."""
-        trial = ostudy.ask(dists)
+    def _ask(self, ostudy: optuna.Study) -> optuna.Trial:
+        """ostudy.ask(), with this worker's host, pid, token and a first heartbeat recorded at once: a claimed
+        trial whose process dies before it starts is still recognised as stale and rerun."""
+        trial = ostudy.ask()
+        self.set_attrs(trial, self.heartbeat.identity())
         self.heartbeat.hold(trial)
         return trial
 
-    def _tell(self, claim: Claim, **kwargs: Any) -> bool:
+    def set_attrs(self, trial: optuna.Trial, attrs: dict[str, Any]) -> bool:
+        """Write user attributes of a trial this worker claimed; False (nothing raised) when the trial was
+        finished meanwhile: another worker judged this one dead (a stall past the grace period) and reruns it.
+        Every attribute written on a claimed trial goes through here."""
+        try:
+            for key, value in attrs.items():
+                trial.set_user_attr(key, value)
+            return True
+        except optuna.exceptions.UpdateFinishedTrialError:
+            return False
+
+    def _tell(self, ostudy: optuna.Study, trial: optuna.Trial, **kwargs: Any) -> bool:
         """Tell Optuna; False when the trial was already ended by another worker (judged dead meanwhile)."""
         try:
-            claim.ostudy.tell(claim.trial, **kwargs)
+            ostudy.tell(trial, **kwargs)
             return True
         except (ValueError, optuna.exceptions.UpdateFinishedTrialError):
-            if self.storage.get_trial(claim.trial._trial_id).state.is_finished():
+            if self.storage.get_trial(trial._trial_id).state.is_finished():
                 return False
             raise
         finally:
-            self.heartbeat.release(claim.trial)
+            self.heartbeat.release(trial)
 
     def complete(self, claim: Claim, value: float) -> bool:
         """The trial finished with `value`; False when another worker had already failed it as stale."""
-        return self._tell(claim, values=value)
+        return self._tell(claim.ostudy, claim.trial, values=value)
 
-    def fail(self, claim: Claim, reason: str) -> None:
-        """The trial failed: recorded with the reason, rerun by the next execution."""
-        claim.trial.set_user_attr(FAILURE, reason)
-        self._tell(claim, state=TrialState.FAIL)
+    def fail(self, claim: Claim, reason: str) -> bool:
+        """The trial failed: recorded with the reason, rerun by the next execution. False (no failure of this
+        execution recorded) when another worker had already failed it as stale and reruns it."""
+        recorded = self.set_attrs(claim.trial, {FAILURE: reason}) and self._tell(claim.ostudy, claim.trial, state=TrialState.FAIL)
+        if not recorded:
+            self.heartbeat.release(claim.trial)
+            return False
         self.failures.append(f"{claim.label}: {reason}")
+        return True
 
     def abandon(self, claims: list[Claim]) -> None:
         """Interrupted: every claimed trial still RUNNING is failed (rerun next time), quietly."""
         running = {t.number for c in claims[:1] for t in c.ostudy.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
         for claim in claims:
             if claim.trial.number in running:
-                self._tell(claim, state=TrialState.FAIL)
+                self._tell(claim.ostudy, claim.trial, state=TrialState.FAIL)
             else:
                 self.heartbeat.release(claim.trial)
 
-    def note_run(self, claim: Claim, run_id: str) -> None:
-        claim.trial.set_user_attr(RUN_ID, run_id)
+    def note_run(self, claim: Claim, run_id: str) -> bool:
+        return self.set_attrs(claim.trial, {RUN_ID: run_id})
 
     def _wait(self, what: str, told: list[bool]) -> None:
         if not told[0]:
@@ -206,7 +235,7 @@ class Scheduler:
                     for _ in range(min(pack, budget - len(trials))):
                         trial = self._ask(ostudy)
                         if len(ostudy.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))) > budget:
-                            self._tell(Claim(trial, ostudy, "tune", arm, tuning.seed), state=TrialState.PRUNED)
+                            self._tell(ostudy, trial, state=TrialState.PRUNED)
                             break  # another worker took the last slot
                         value = trial.suggest_float(tuning.param, tuning.low, tuning.high, log=tuning.log)
                         claims.append(Claim(trial, ostudy, "tune", arm, tuning.seed, {tuning.param: value}))
@@ -223,16 +252,17 @@ class Scheduler:
         is failed and enqueued again."""
         ostudy = self.final_study()
         by_name = {a.name: a for a in self.arms}
-        dists = {"arm": CategoricalDistribution(list(by_name)), "seed": CategoricalDistribution(self.seeds)}
+        wanted = {(a.name, s) for a in self.arms for s in self.seeds}
         told = [False]
         while True:
+            self.fail_unwanted(ostudy, wanted)
             trials = ostudy.get_trials(deepcopy=False)
             taken = {final_key(t) for t in trials if t.state in (TrialState.WAITING, TrialState.RUNNING, TrialState.COMPLETE)}
             todo = [(a.name, s) for a in self.arms for s in self.seeds if (a.name, s) not in taken | self.failed_keys]
             for name, seed in todo:
                 ostudy.enqueue_trial({"arm": name, "seed": seed})
             if not todo and not any(t.state == TrialState.WAITING for t in trials):
-                running = [t for t in trials if t.state == TrialState.RUNNING and final_key(t) not in self.failed_keys]
+                running = [t for t in trials if t.state == TrialState.RUNNING and final_key(t) in wanted - self.failed_keys]
                 if not running:
                     return
                 self._wait(f"{len(running)} final trials", told)
@@ -242,7 +272,7 @@ class Scheduler:
             while len(claims) < pack:
                 if claims and not ostudy.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
                     break
-                claim = self._claim_final(ostudy, dists, by_name, tuned)
+                claim = self._claim_final(ostudy, by_name, tuned)
                 if claim is None:  # pruned or failed: back to the top, which sees whether anything is left
                     break
                 claims.append(claim)
@@ -250,18 +280,47 @@ class Scheduler:
                 if not ok:
                     self.failed_keys.add((claim.arm.name, claim.seed))
 
-    def _claim_final(self, ostudy: optuna.Study, dists: dict, by_name: dict[str, Arm], tuned: dict) -> Claim | None:
+    def fail_unwanted(self, ostudy: optuna.Study, wanted: set[tuple]) -> int:
+        """Fail the queued (WAITING) final trials of an (arm, seed) that the study file no longer has (left by an
+        earlier version of it), so that no worker pops them."""
+        n = 0
+        for t in ostudy.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+            if final_key(t) in wanted:
+                continue
+            try:
+                self.storage.set_trial_user_attr(t._trial_id, FAILURE, UNWANTED)
+                self.storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+                n += 1
+            except (ValueError, optuna.exceptions.UpdateFinishedTrialError):
+                continue  # failed by another worker meanwhile
+        return n
+
+    def _claim_final(self, ostudy: optuna.Study, by_name: dict[str, Arm], tuned: dict) -> Claim | None:
         """Pop the next enqueued (arm, seed), or None when it is done or being done elsewhere (pruned) or
         cannot run (failed)."""
-        trial = self._ask(ostudy, dists)
-        key = (trial.params["arm"], trial.params["seed"])
+        # No distributions: (arm, seed) stay the enqueued fixed params and never become Optuna parameters, whose
+        # categorical choices Optuna freezes at the first trial (a study file that gained or lost an arm or a seed
+        # since could then claim nothing), and a popped trial of an arm no longer in the file raises nothing.
+        trial = self._ask(ostudy)
+        key = final_key(self.storage.get_trial(trial._trial_id))
+        if key == (None, None):  # no queued trial was left (another worker popped it): Optuna made a blank one
+            self._tell(ostudy, trial, state=TrialState.PRUNED)
+            return None
+        if key[0] not in by_name or key[1] not in self.seeds:  # queued from an older study file meanwhile
+            if self.set_attrs(trial, {FAILURE: UNWANTED}):
+                self._tell(ostudy, trial, state=TrialState.FAIL)
+            self.heartbeat.release(trial)
+            return None
         claim = Claim(trial, ostudy, "final", by_name[key[0]], key[1])
         others = ostudy.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))
         if key in self.failed_keys or any(final_key(t) == key and t.number != trial.number for t in others):
-            self._tell(claim, state=TrialState.PRUNED)  # done or being done by another worker
+            self._tell(ostudy, trial, state=TrialState.PRUNED)  # done or being done by another worker
             return None
-        if self.study.tuning_trials(self.profile) and tuned.get(claim.arm.name) is None:
-            self.fail(claim, "no finished tuning trial for this arm")
+        budget = self.study.tuning_trials(self.profile)
+        if budget and tuned.get(claim.arm.name) is None:
+            tuned[claim.arm.name] = self.tuned_value(claim.arm)  # another worker may have finished its tuning since
+        if budget and tuned.get(claim.arm.name) is None:
+            self.fail(claim, f"tuning incomplete: {len(self.tuning_done(claim.arm))} of {budget} trials")
             self.failed_keys.add(key)
             return None
         if tuned.get(claim.arm.name) is not None:

@@ -217,12 +217,17 @@ class _RetryingBase(optuna.storages.BaseStorage):
             try:
                 return method(*args, **kwargs)
             except optuna.exceptions.UpdateFinishedTrialError:
-                # A state change whose first try landed before its connection dropped: done already.
-                if name == "set_trial_state_values" and attempts[0] > 1:
+                # A retry: the first try landed before its connection dropped, or another worker failed it (stale)
+                if name == "set_trial_state_values" and attempts[0] > 1 and self._landed(args, kwargs):
                     return True
                 raise
 
         return retrying(call, Where(f"{self.where.what} ({name})", self.where.folder))
+
+    def _landed(self, args: tuple, kwargs: dict) -> bool:
+        """Whether the trial of a set_trial_state_values(trial_id, state, values) call is in that state now."""
+        bound = dict(zip(("trial_id", "state"), args), **kwargs)
+        return self.inner.get_trial(bound["trial_id"]).state == bound["state"]
 
 
 def _delegate(name: str):
@@ -362,11 +367,11 @@ class MLflowStore:
         new SQLite store created whole. Raises TrackingError / DiskFullError with one line."""
         import urllib.request
 
-        from .tracking import redact
+        from .tracking import health_url, redact
 
         if self.uri.startswith(("http://", "https://")):
             try:
-                urllib.request.urlopen(self.uri.rstrip("/") + "/health", timeout=5).close()
+                urllib.request.urlopen(health_url(self.uri), timeout=5).close()
             except (OSError, ValueError) as exc:
                 raise TrackingError(
                     f"cannot reach the MLflow tracking server at {redact(self.uri)} ({exc}); start it "

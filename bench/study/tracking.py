@@ -37,7 +37,8 @@ PACKED = "bench.packed"  # trained together with this many trials (one vmap'd fo
 OPTUNA_STUDY = "bench.optuna_study"  # the Optuna study holding the run's trial, e.g. "init/smoke/final"
 OPTUNA_TRIAL = "bench.optuna_trial"  # that trial's number
 HOST = "bench.host"  # the worker that ran it: host name (BENCH_HOSTNAME overrides) ...
-PID = "bench.pid"  # ... and process id
+PID = "bench.pid"  # ... process id ...
+TOKEN = "bench.worker_token"  # ... and a token of that process (liveness.WORKER_TOKEN): a reused pid is another worker
 DATA_SOURCE = "bench.data_source"
 DEVICE = "bench.device"
 GIT_COMMIT = "bench.git_commit"
@@ -61,8 +62,20 @@ def tracking_uri(cli_value: str | None = None) -> str:
 
 
 def redact(url: str) -> str:
-    """Hide the password in a URL such as postgresql://user:secret@host/db."""
-    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
+    """Hide the passwords in a URL (or a message holding one): postgresql://user:secret@host/db, a password
+    holding an unencoded "@" (everything between "user:" and the last "@" before the host), and a
+    password=... query parameter."""
+    url = re.sub(r"(://[^:/@?#\s]+:)[^/?#\s]*@", r"\1***@", url)
+    return re.sub(r"([?&;](?:password|passwd|pwd)=)[^&;#\s]*", r"\1***", url, flags=re.IGNORECASE)
+
+
+def health_url(uri: str) -> str:
+    """A tracking server's /health address, without any user:password@ of the URI (urllib would take it for
+    part of the host name; the health check needs no credentials)."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(uri)
+    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2], path=parts.path.rstrip("/") + "/health"))
 
 
 def experiment_name(study: str) -> str:
@@ -157,9 +170,11 @@ class Tracker:
         query = " AND ".join([f"tags.`{k}` = '{v}'" for k, v in tags.items()] + ["attributes.status = 'FINISHED'"])
         return bool(self._call(self.client.search_runs, [self.experiment_id], query, max_results=1))
 
-    def end_runs_of_worker(self, host: str, pid: str, reason: str) -> int:
-        """End every RUNNING run of the worker (host, pid) FAILED with `reason` (the worker is gone)."""
+    def end_runs_of_worker(self, host: str, pid: str, token: str | None, reason: str) -> int:
+        """End every RUNNING run of the worker (host, pid, token) FAILED with `reason` (the worker is gone). A
+        process that has the same host and pid now (a restarted container) has another token: its runs stay."""
         runs = self.running_runs(f"tags.`{HOST}` = '{host}' AND tags.`{PID}` = '{pid}'")
+        runs = [r for r in runs if r.data.tags.get(TOKEN) == (token or None)]
         for run in runs:
             self.fail_run(run.info.run_id, reason)
         return len(runs)

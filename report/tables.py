@@ -118,7 +118,10 @@ def tuning_text(runs: pd.DataFrame, tune: pd.DataFrame) -> str:
             + "; the claim is not a comparison of methods at their best lr"
         )
     per_arm = runs.assign(_lr=tuned).groupby("arm", sort=False)["_lr"].first()
-    text = "learning rate tuned per arm on the validation split (Optuna TPE, tuning seed), then fixed for the final runs"
+    text = (
+        "learning rate tuned per arm on the validation split (a spread start, then Optuna TPE; tuning seed), "
+        "then fixed for the final runs"
+    )
     if len(tune):
         tried = num(tune, "tune_lr")
         n = tune.groupby("arm").size()

@@ -8,6 +8,7 @@ still another worker.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections import Counter
@@ -24,7 +25,7 @@ from bench.study import tracking as tags
 from bench.study.executor import Executor
 from bench.study.files import load_study
 from bench.study.progress import Progress
-from bench.study.scheduler import FAILURE, JUDGED_DEAD, UNWANTED, Claim, Scheduler, final_key
+from bench.study.scheduler import FAILURE, JUDGED_DEAD, SPREAD_START, UNWANTED, Claim, Scheduler, final_key, spread_point
 from bench.study.tracking import Tracker
 
 from studyrun import SLOW_STUDY
@@ -302,3 +303,26 @@ def test_a_study_file_that_gained_or_lost_seeds_and_arms_claims_its_trials(tmp_p
         {("p0.9", 1, "FAIL"): 1, **{(a, s, "COMPLETE"): 1 for a in ("p0.0", "p0.5") for s in range(3)}}
     )
     assert more.plan() == (6, 6)
+
+
+# ---------------------------------------------------------------------- tuning: where the first trials go
+def test_spread_points_halve_the_gaps_in_order():
+    assert [spread_point(i, 0.0, 1.0, log=False) for i in range(7)] == [0.5, 0.25, 0.75, 0.125, 0.625, 0.375, 0.875]
+    assert [spread_point(i, 1e-4, 1.0, log=True) for i in range(3)] == pytest.approx([1e-2, 1e-3, 1e-1])
+
+
+def test_each_arms_first_tuning_trials_spread_over_the_range_then_tpe_goes_on(tmp_path, schedulers):
+    """Two trials asked at once (pack 2) get distinct points; every arm tries the same spread points first (a random
+    start clustered within half a decade and left Adam without a rate near 1e-3), then TPE picks within range."""
+    study = study_of(tmp_path, TUNED_STUDY.replace("\ntrials = 3\n", "\ntrials = 5\n"))
+    scheduler = schedulers(study, storage_of(tmp_path))
+    trained = []
+    scheduler.run_tuning(2, completing(scheduler, trained, lambda c: -abs(math.log(c.extra["lr"] / 0.02))))
+    tuning, arms = study.tuning, {t[1] for t in trained}
+    assert len(arms) == 2 and len(trained) == 10
+    lo, hi = math.log(tuning.low), math.log(tuning.high)
+    for arm in arms:
+        tried = [t[3]["lr"] for t in trained if t[1] == arm]
+        start = sorted((math.log(v) - lo) / (hi - lo) for v in tried[:SPREAD_START])
+        assert start == pytest.approx([0.25, 0.5, 0.75])
+        assert len(set(tried)) == 5 and all(tuning.low <= v <= tuning.high for v in tried)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -112,7 +113,14 @@ def load_runs(tracking_uri: str, study: str | None = None, ui: str | None = None
     client = MlflowClient(tracking_uri=tracking_uri)
     exps = _experiments(client, study)
     with _no_download_bars():
-        rows = _records(client, exps, ui)
+        rows, unread = _records(client, exps, ui)
+    if unread:  # e.g. a store copied without its artifact folder: say so rather than report fewer runs silently
+        print(
+            f"warning: {unread} of {unread + len(rows)} finished trial runs have no readable record.json (their artifacts "
+            f"are missing or were moved: {exps[0].artifact_location} ...); the report leaves them out",
+            file=sys.stderr,
+            flush=True,
+        )
     df = pd.DataFrame(rows)
     if df.empty:
         return df
@@ -136,14 +144,16 @@ def _no_download_bars() -> Iterator[None]:
             os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = quiet
 
 
-def _records(client: MlflowClient, exps: list, ui: str | None) -> list[dict[str, Any]]:
-    rows = []
+def _records(client: MlflowClient, exps: list, ui: str | None) -> tuple[list[dict[str, Any]], int]:
+    """The flattened records of the finished trial runs, and how many had no readable record.json."""
+    rows, unread = [], 0
     if exps:
         with tempfile.TemporaryDirectory() as tmp:
             for run in _trial_runs(client, [e.experiment_id for e in exps]):
                 try:
                     path = client.download_artifacts(run.info.run_id, "record.json", tmp)
-                except Exception:  # a finished run without its record (logging interrupted): nothing to show
+                except Exception:  # a finished run without its record (artifacts moved, logging interrupted)
+                    unread += 1
                     continue
                 with open(path) as f:
                     record = json.load(f)
@@ -159,7 +169,7 @@ def _records(client: MlflowClient, exps: list, ui: str | None) -> list[dict[str,
                         ui,
                     )
                 )
-    return rows
+    return rows, unread
 
 
 def _extra_runs(client: MlflowClient, experiment_ids: list[str]):

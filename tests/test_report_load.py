@@ -97,6 +97,20 @@ def test_load_runs_reads_every_finished_trial_once(store):
     assert load_runs(uri, "init").empty
 
 
+def test_runs_whose_record_cannot_be_read_are_counted_in_a_warning(store, capsys):
+    uri, root, rows, _, _ = store
+    assert load_runs(uri, "dropout").shape[0] == len(rows) and "warning" not in capsys.readouterr().err
+    hidden = root.parent / f"{root.name}-moved"
+    (root / "artifacts").rename(hidden)  # the store copied without its artifact folder
+    try:
+        assert load_runs(uri, "dropout").empty
+    finally:
+        hidden.rename(root / "artifacts")
+    err = capsys.readouterr().err
+    assert err.startswith(f"warning: {len(rows) + 1} of {len(rows) + 1} finished trial runs have no readable record.json")
+    assert str(root / "artifacts") in err and err.count("\n") == 1
+
+
 def test_flatten_maps_tags_to_columns():
     row = flatten(
         {"status": "ok", "test_acc": 0.5, "history.val_acc": [0.1, 0.4]},

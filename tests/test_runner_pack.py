@@ -53,27 +53,12 @@ def test_runner_packs_tuning_and_final_trials(tmp_path, data_dir):
     (tmp_path / "studies").mkdir()
     (tmp_path / "studies" / "packs.toml").write_text(PACK_STUDY)
     env = {**os.environ, "BENCH_STUDIES_DIR": str(tmp_path / "studies")}
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "bench",
-            "study",
-            "packs",
-            "--profile",
-            "smoke",
-            "--no-progress",
-            "--data-dir",
-            data_dir,
-            "--pack",
-            "4",
-        ],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    study = [sys.executable, "-m", "bench", "study", "packs", "--profile", "smoke", "--no-progress", "--data-dir", data_dir]
+
+    def run() -> subprocess.CompletedProcess:
+        return subprocess.run(study + ["--pack", "4"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+
+    proc = run()
     assert proc.returncode == 0, proc.stdout + proc.stderr
     _, runs = runs_of(tmp_path, "packs")
     children = [r for r in runs if r.data.tags.get("bench.stage")]
@@ -90,27 +75,7 @@ def test_runner_packs_tuning_and_final_trials(tmp_path, data_dir):
     for arm in ("sgd", "adam"):
         lrs = [r.data.tags["bench.tune_lr"] for r in tunes if r.data.tags["bench.arm"] == arm]
         assert len(set(lrs)) == 3
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "bench",
-            "study",
-            "packs",
-            "--profile",
-            "smoke",
-            "--no-progress",
-            "--data-dir",
-            data_dir,
-            "--pack",
-            "4",
-        ],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    proc = run()
     assert proc.returncode == 0 and "is complete" in proc.stdout
 
 

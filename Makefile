@@ -57,7 +57,7 @@ clean-venv:
 # (the Optuna journal and mlflow.db there), then one bundle (bench export) and the README's summary table with one
 # figure (bench report --summary-md). WORKERS=N is passed to bench study as --workers; REF_RESUME=1 continues an
 # interrupted run in the same stores instead of starting fresh. Redirected to a file, each study prints one line per
-# finished trial. Hours on a laptop CPU; run it in the background:
+# finished trial. About an hour on a 2-core CPU with WORKERS=2 (58 min measured); run it in the background:
 #   nohup make reference WORKERS=2 > reference.log 2>&1 &   (tail -f reference.log to follow)
 REF_PROFILE ?= quick
 REF_WORK ?= build/reference

@@ -21,6 +21,8 @@ Identity and provenance (from the MLflow run and its `bench.*` tags)
     tuned_lr        float  final runs of tuned studies: the learning rate tuning chose (tag bench.tuned_lr)
     tune_lr         float  tune runs: the learning rate this tuning trial tried (tag bench.tune_lr)
     git_commit      str    code version that produced the record; torch_version str
+    optuna_trial    float  the trial's number in its Optuna study (tuning trials count in this order)
+    origin_run_id   str    the run id in the store that measured it (an imported run keeps it; else run_id)
 
 From the trial record (bench/engine; one flat JSON per run)
     status          str    "ok" or "diverged" (NaN/Inf loss ended the run; kept, never dropped)
@@ -93,13 +95,14 @@ from __future__ import annotations
 
 import gzip
 import json
-import math
 import re
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+
+from bench.study.bundles import clean_value, is_missing
 
 PROFILE_ORDER = ("full", "quick", "smoke")  # the report uses the most thorough profile measured
 
@@ -130,15 +133,6 @@ def write_extras(extras: dict[str, dict[str, Any]], path: str | Path) -> None:
         json.dump(extras, f, separators=(",", ":"), default=clean_value)
 
 
-def clean_value(value: Any) -> Any:
-    """A value JSON can hold: non-finite floats -> None, numpy numbers -> Python ones."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, (np.floating, np.integer)):
-        return clean_value(value.item())
-    return value
-
-
 def write_runs(df: pd.DataFrame, path: str | Path) -> None:
     """Write the frame as JSON records (NaN -> null); gzipped when the name ends in .gz."""
     path = Path(path)
@@ -146,10 +140,6 @@ def write_runs(df: pd.DataFrame, path: str | Path) -> None:
     opener = gzip.open if path.suffix == ".gz" else open
     with opener(path, "wt") as f:
         json.dump(rows, f, separators=(",", ":"))
-
-
-def is_missing(value: Any) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value))
 
 
 def finals(df: pd.DataFrame, study: str) -> pd.DataFrame:

@@ -61,6 +61,8 @@ def flatten(
             "tuned_lr": _float(tags.get("bench.tuned_lr")),
             "tune_lr": _float(tags.get("bench.tune_lr")),
             "git_commit": record.get("git_commit") or tags.get("bench.git_commit"),
+            "optuna_trial": _float(tags.get("bench.optuna_trial")),
+            "origin_run_id": tags.get("bench.origin_run_id") or run_id,  # an imported run: the id where it was measured
         }
     )
     row.update({f"factor.{k[len('bench.factor.') :]}": v for k, v in tags.items() if k.startswith("bench.factor.")})

@@ -10,15 +10,15 @@ from typing import Any
 
 import pandas as pd
 
+from bench.study.bundles import SKIP, definition
+from bench.study.bundles import same_value as _same
 from bench.study.files import Study
 
 from . import studies
-from .bundle import definition
 from .frame import PROFILE_ORDER, finals, num
 from .metrics import column, error, final_acc, mean_of, values
 from .section import Scale, fmt
 
-SKIP = {"seed", "device", "data_dir"}  # config keys that may differ without the study being another one
 SCALE_RANK = {"full": 2, "quick": 1, "smoke": 0}  # the larger scale wins the headline
 
 
@@ -42,16 +42,6 @@ def _span(values_: list[int], unit: str) -> str:
         return ""
     text = f"{vals[0]:,}" if len(vals) == 1 else f"{vals[0]:,}–{vals[-1]:,}"
     return f"{text} {unit}"
-
-
-def _same(a: Any, b: Any) -> bool:
-    """Config values equal across JSON and TOML types (1 == 1.0, "true" vs True)."""
-    if isinstance(a, bool) or isinstance(b, bool):
-        return str(a).lower() == str(b).lower()
-    try:
-        return math.isclose(float(a), float(b), rel_tol=1e-9, abs_tol=0.0)
-    except (TypeError, ValueError):
-        return str(a) == str(b)
 
 
 def expected(name: str, profile: str, recorded: dict[str, Any] | None) -> dict[str, Any] | None:

@@ -13,10 +13,11 @@ from typing import Any
 import pandas as pd
 
 from bench.errors import BenchError
+from bench.study.bundles import SOURCES as KEPT
+from bench.study.bundles import read_bundle
 from bench.study.stores import MLflowStore, one_line
-from bench.study.tracking import redact
+from bench.study.tracking import missing_store, redact
 
-from .bundle import read_bundle
 from .frame import PROFILE_ORDER
 from .scale import rank, short_device
 from .section import Section
@@ -80,11 +81,6 @@ class StoreUnusable(BenchError):
     """An MLflow store among the report's sources that cannot be read (one line, the URI's password hidden)."""
 
 
-def missing_store(tracking_uri: str) -> bool:
-    """A SQLite store whose file does not exist (opening it would create an empty one)."""
-    return tracking_uri.startswith("sqlite:///") and not Path(tracking_uri[len("sqlite:///") :]).expanduser().exists()
-
-
 def bundle_files(path: str | Path) -> list[Path]:
     """A bundle file, or every *.json.gz in a folder (sorted); BenchError for a path that is neither."""
     p = Path(path).expanduser()
@@ -99,11 +95,11 @@ def bundle_files(path: str | Path) -> list[Path]:
 
 def gather(results: list[str] | None, tracking_uri: str, study: str | None = None) -> list[Source]:
     """The sources of a report: each entry of `results` is a bundle file, a folder of bundles, or "mlflow" (the store
-    at `tracking_uri`); None = the shipped bundles (results/reference/) and the MLflow store. Sources without runs
-    are left out unless none has any; by default a SQLite store that does not exist yet is not created."""
-    entries = (
-        results if results is not None else [str(REFERENCE)] * REFERENCE.is_dir() + [LOCAL] * (not missing_store(tracking_uri))
-    )
+    at `tracking_uri`); None = the shipped bundles (results/reference/), the bundles kept with `bench import
+    --as-source` (results/sources/) and the MLflow store. Sources without runs are left out unless none has any; by
+    default a SQLite store that does not exist yet is not created."""
+    folders = [str(f) for f in (REFERENCE, KEPT) if f.is_dir() and any(f.glob("*.json.gz"))]
+    entries = results if results is not None else folders + [LOCAL] * (not missing_store(tracking_uri))
     sources = []
     for entry in entries:
         if entry == LOCAL or "://" in entry:

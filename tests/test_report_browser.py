@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from bench.study.bundles import write_bundle
 from report import studies
 from report.build import write_report
-from report.bundle import make_bundle, write_bundle
+from report.bundle import make_bundle
 from report.frame import read_extras, read_runs
 from report.sources import Source, from_bundle
 

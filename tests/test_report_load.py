@@ -11,8 +11,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from bench.cli import main
+from bench.study.bundles import read_bundle
 from report.build import build_report
-from report.bundle import read_bundle
 from report.frame import read_runs
 from report.load import flatten, load_extras, load_runs, run_url
 

@@ -16,9 +16,10 @@ import pytest
 from scipy import stats as sps
 
 from bench.cli import main
+from bench.study.bundles import read_bundle, write_bundle
 from report import studies
 from report.build import assemble, write_report
-from report.bundle import make_bundle, read_bundle, write_bundle
+from report.bundle import make_bundle
 from report.frame import is_missing, read_extras, read_runs
 from report.markdown import write_summary
 from report.metrics import final_acc, learning_area

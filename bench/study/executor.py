@@ -17,9 +17,10 @@ from bench.config import TrialConfig, as_dict
 from bench.engine.loop import pack_key, train_packed
 
 from . import tracking as tags
+from .deadline import Deadline, TimeBudgetReached
 from .liveness import WORKER_TOKEN, hostname
 from .progress import Progress, trial_line
-from .scheduler import JUDGED_DEAD, OOM_RETRY, STATUS, Claim, Scheduler
+from .scheduler import JUDGED_DEAD, OOM_RETRY, STATUS, Claim, Scheduler, objective
 from .stores import DiskFullError
 from .tracking import RunLogger, Tracker
 
@@ -32,8 +33,12 @@ class Executor:
     """Trains what the scheduler claims and records it: MLflow runs through the tracker, results through
     the scheduler, progress through `progress`."""
 
-    def __init__(self, scheduler: Scheduler, tracker: Tracker, data: Any, parent: str | None, progress: Progress):
+    def __init__(
+        self, scheduler: Scheduler, tracker: Tracker, data: Any, parent: str | None, progress: Progress, deadline: Deadline
+    ):
         self.scheduler, self.tracker, self.data, self.parent, self.progress = scheduler, tracker, data, parent, progress
+        self.deadline = deadline
+        self.stopped = 0  # trials stopped mid-run at the deadline
         self.study, self.profile = scheduler.study, scheduler.profile
         self.on_cuda = torch.cuda.is_available()
 
@@ -71,12 +76,20 @@ class Executor:
             def on_epoch(epoch: int, m: dict) -> None:
                 self.progress.status(f"{label} epoch {epoch}/{cfgs[0].epochs} val_acc {m.get('val_acc', 0):.3f}")
 
-            loggers = [RunLogger(self.tracker, run_id, on_epoch if j == 0 else None) for j, run_id in enumerate(run_ids)]
-            records = train_packed(cfgs, loggers, progress=False, data=self.data)
+            loggers = [
+                RunLogger(self.tracker, run_id, on_epoch if j == 0 else None, self.deadline.shield)
+                for j, run_id in enumerate(run_ids)
+            ]
+            with self.deadline.interruptible():
+                records = train_packed(cfgs, loggers, progress=False, data=self.data)
             for run_id, claim, record in zip(run_ids, claims, records):
                 self._log_record(run_id, claim, record)
         except KeyboardInterrupt:
             self._end_runs(run_ids, "interrupted by Ctrl-C", "KILLED", "interrupted")
+            raise
+        except TimeBudgetReached:
+            self.stopped += len(claims)
+            self._end_runs(run_ids, "stopped at the time budget (--time-budget); rerun next time", "KILLED", "interrupted")
             raise
         except DiskFullError as exc:
             self._end_runs(run_ids, str(exc))
@@ -141,20 +154,7 @@ class Executor:
         return run_id
 
     def _log_record(self, run_id: str, claim: Claim, record: dict) -> None:
-        self.tracker.log_dict(run_id, record, "record.json")
-        self.tracker.set_tags(
-            run_id,
-            {
-                tags.STATUS: record["status"],
-                tags.DATA_SOURCE: record["data_source"],
-                tags.DEVICE: record["device"],
-                tags.GIT_COMMIT: record["git_commit"],
-            },
-        )
-        summary = {k: record[k] for k in ("epochs_run", "seconds", "train_seconds", "images_per_s", "best_val_acc")}
-        self.tracker.log_metrics(
-            run_id, {**summary, "diverged": float(record["status"] == "diverged")}, step=record["epochs_run"]
-        )
+        self.tracker.log_record(run_id, record)
         # False when another worker judged this one dead meanwhile: _finish then ends the run as such
         self.scheduler.set_attrs(claim.trial, {STATUS: record["status"]})
 
@@ -162,7 +162,7 @@ class Executor:
         # MLflow before Optuna: a kill in between leaves a FINISHED run whose trial is rerun (a duplicate
         # the report drops by trial), never a COMPLETE trial without its run.
         self.tracker.end_run(run_id, "FINISHED")
-        if not self.scheduler.complete(claim, record["best_val_acc"] if record["status"] == "ok" else 0.0):
+        if not self.scheduler.complete(claim, objective(record)):
             # Another worker judged this one dead while it trained (a stalled or suspended process) and
             # reruns it: this run must not count as a second finished (arm, seed).
             self.tracker.fail_run(run_id, JUDGED_DEAD)

@@ -17,8 +17,9 @@ import torch
 from bench.data import load_cifar10
 
 from . import tracking as tags
+from .deadline import Deadline, TimeBudgetReached, claim_estimates
 from .executor import Executor
-from .files import Study, StudyError, get_study
+from .files import Study, StudyError, get_study, studies_dir
 from .liveness import DEFAULT_GRACE, WORKER_TOKEN, hostname, local_gone
 from .progress import Progress
 from .scheduler import FAILURE, RUN_ID, Scheduler
@@ -53,6 +54,7 @@ class StudyRun:
         threads: int = 0,
         pack: int = 1,
         grace: float = DEFAULT_GRACE,
+        deadline: float | None = None,
     ):
         self.study, self.profile, self.progress, self.pack = study, profile, progress, max(1, pack)
         self.storage_url, self.workers, self.parent, self.threads, self.grace = storage_url, workers, parent, threads, grace
@@ -62,6 +64,11 @@ class StudyRun:
         check_artifact_folder(self.tracker.client.get_experiment(self.tracker.experiment_id).artifact_location)
         self.scheduler = Scheduler(study, profile, self.storage, grace, on_dead=self._worker_dead)
         self.arms = self.scheduler.arms
+        self.deadline = Deadline(deadline)
+        if deadline is not None:  # what --plan says each claim takes decides what may still start
+            kind = "cuda" if torch.cuda.is_available() else "cpu"
+            self.deadline.estimates = claim_estimates(study, profile, kind, self.pack, max(1, workers))
+            self.scheduler.admit, self.scheduler.timed = self.deadline.admits, True
         self.end_orphan_runs()  # runs left RUNNING by a worker that died (on this host, or judged by heartbeat)
 
     # ------------------------------------------------------------------ runs whose worker is gone
@@ -127,13 +134,15 @@ class StudyRun:
             flush=True,
         )
         data = load_cifar10(self.data_dir)
+        self.check_data(data)
         own_parent = self.parent is None
         if own_parent:
             self.parent = self._start_parent()
         workers = self._spawn_workers() if self.workers > 1 else []
         progress = Progress(total, done, self.study.name, enabled=self.progress)
-        execute = Executor(self.scheduler, self.tracker, data, self.parent, progress)
+        execute = Executor(self.scheduler, self.tracker, data, self.parent, progress, self.deadline)
         status = "FAILED"
+        stopped = 0  # trials stopped mid-run at the deadline
         try:
             self.scheduler.run_tuning(self.pack, execute)
             tuned = self.scheduler.tuned_values()
@@ -144,6 +153,8 @@ class StudyRun:
                 if proc.wait() != 0:
                     self.scheduler.failures.append(f"worker process {proc.pid} exited with status {proc.returncode}")
             status = "FAILED" if self.scheduler.failures else "FINISHED"
+        except TimeBudgetReached:
+            status, stopped = "KILLED", execute.stopped
         except KeyboardInterrupt:
             status = "KILLED"
             raise
@@ -158,10 +169,20 @@ class StudyRun:
                 except Exception:  # the store is what failed (a full disk): the next execution ends it
                     pass
         self.end_orphan_runs()
-        if own_parent:
+        timed_out = self.deadline.reached or bool(self.deadline.deferred)
+        if own_parent and not timed_out:
             self._run_extras()
         done, total = self.plan()
         failures = self.scheduler.failures
+        if timed_out and done < total:
+            print(
+                f"{label}: time budget reached: {done} of {total} trials finished, {total - done} left"
+                + (f" ({stopped} stopped mid-run: rerun next time)" if stopped else "")
+                + (f"; {len(failures)} failed" if failures else "")
+                + f"; continue with: {self.continue_command()}",
+                flush=True,
+            )
+            return 1 if failures else 0
         print(
             f"{label}: {done}/{total} trials finished"
             + (f"; {len(failures)} failed and will be rerun next time:" if failures else "")
@@ -169,6 +190,21 @@ class StudyRun:
         for line in failures:
             print(f"  {line}")
         return 1 if failures else 0
+
+    def continue_command(self) -> str:
+        """The command that goes on from where this execution stopped."""
+        shipped = Path(self.study.path).resolve().parent == studies_dir().resolve()
+        return f"bench study {self.study.name if shipped else self.study.path} --profile {self.profile} [--time-budget SECONDS]"
+
+    def check_data(self, data) -> None:
+        """The study's runs in this store were measured on one data set: refuse to go on with another."""
+        digests = self.tracker.data_digests(self.profile)
+        if digests and set(digests) != {data.digest}:
+            theirs = ", ".join(f"{src} (data {d})" for d, src in sorted(digests.items()))
+            raise StudyError(
+                f"study {self.study.name} ({self.profile}) in this store was measured on {theirs}; the data here is "
+                f"{data.source} (data {data.digest}) at {data.path}: point --data-dir at that data, or use another store"
+            )
 
     def _start_parent(self) -> str:
         return self.tracker.start_run(
@@ -243,6 +279,8 @@ class StudyRun:
         ]
         if self.data_dir:
             cmd += ["--data-dir", self.data_dir]
+        if self.deadline.at is not None:
+            cmd += ["--deadline", repr(self.deadline.at)]
         env = {**os.environ, "MLFLOW_TRACKING_URI": self.tracker.uri}
         if self.storage_url:
             env["BENCH_STORAGE"] = self.storage_url
@@ -297,8 +335,12 @@ def run_study_cli(args) -> int:
     else:
         profile, why = default_profile()
     print(f"profile: {profile} ({why})", flush=True)
+    args.profile = profile  # what --export exports
     if args.grace_period <= 0:
         raise StudyError("--grace-period must be a number of seconds > 0")
+    if args.time_budget is not None and args.time_budget <= 0:
+        raise StudyError("--time-budget must be a number of seconds > 0")
+    deadline = args.deadline or (time.time() + args.time_budget if args.time_budget else None)
     device_type = "cuda" if torch.cuda.is_available() else "cpu"
     pack, workers, why = concurrency(study, profile, args.pack, args.workers, device_type)
     if args.parent_run is None:  # a spawned worker says nothing its parent already said
@@ -318,6 +360,7 @@ def run_study_cli(args) -> int:
         threads=threads,
         pack=pack,
         grace=args.grace_period,
+        deadline=deadline,
     )
     return run.run()
 

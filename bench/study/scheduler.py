@@ -63,6 +63,8 @@ class SpreadStartTPE(optuna.samplers.TPESampler):
 
 
 Execute = Callable[[list["Claim"]], list[bool]]  # trains claimed trials; one bool each: finished
+Admit = Callable[[str, Arm], bool]  # (stage, arm): whether a claim of it may start now (the time budget's say)
+DEFERRED = "deferred"  # final trial user attribute: popped but not started, the time left being too short for it
 
 
 @dataclass
@@ -80,6 +82,11 @@ class Claim:
     @property
     def label(self) -> str:
         return f"{self.stage} {self.arm.name} seed={self.seed}"
+
+
+def objective(record: dict[str, Any]) -> float:
+    """The value a finished trial tells Optuna: its best validation accuracy, 0 for a run that diverged."""
+    return float(record["best_val_acc"]) if record["status"] == "ok" else 0.0
 
 
 def final_key(trial: optuna.trial.FrozenTrial) -> tuple:
@@ -109,6 +116,10 @@ class Scheduler:
         self.failures: list[str] = []
         self.failed_keys: set[tuple] = set()  # final (arm, seed) that failed in this execution: rerun next time
         self.failed_arms: set[str] = set()  # arms whose tuning crashed in this execution
+        self.admit: Admit = lambda stage, arm: True  # StudyRun sets the time budget's check here
+        self.timed = False  # whether a time budget holds (StudyRun sets it with `admit`)
+        self.deferred_keys: set[tuple] = set()  # final (arm, seed) left for a later execution: no time for them
+        self.deferred_arms: set[str] = set()  # arms whose tuning was left for a later execution
 
     # ------------------------------------------------------------------ the Optuna studies
     def optuna_name(self, suffix: str) -> str:
@@ -264,6 +275,9 @@ class Scheduler:
                     if len(trials) >= budget:
                         waiting_on += len(trials) - complete if complete < budget else 0
                         break
+                    if not self.admit("tune", arm):  # not enough time left for it: a later execution goes on
+                        self.deferred_arms.add(arm.name)
+                        break
                     claims = []
                     for _ in range(min(pack, budget - len(trials))):
                         trial = self._ask(ostudy)
@@ -291,7 +305,8 @@ class Scheduler:
             self.fail_unwanted(ostudy, wanted)
             trials = ostudy.get_trials(deepcopy=False)
             taken = {final_key(t) for t in trials if t.state in (TrialState.WAITING, TrialState.RUNNING, TrialState.COMPLETE)}
-            todo = [(a.name, s) for a in self.arms for s in self.seeds if (a.name, s) not in taken | self.failed_keys]
+            skip = taken | self.failed_keys | self.deferred_keys
+            todo = [(a.name, s) for a in self.arms for s in self.seeds if (a.name, s) not in skip]
             for name, seed in todo:
                 ostudy.enqueue_trial({"arm": name, "seed": seed})
             if not todo and not any(t.state == TrialState.WAITING for t in trials):
@@ -352,6 +367,13 @@ class Scheduler:
         budget = self.study.tuning_trials(self.profile)
         if budget and tuned.get(claim.arm.name) is None:
             tuned[claim.arm.name] = self.tuned_value(claim.arm)  # another worker may have finished its tuning since
+        # under a time budget, tuning still incomplete is tuning left for later (here or on another worker)
+        waits_for_tuning = budget and tuned.get(claim.arm.name) is None and (self.timed or claim.arm.name in self.deferred_arms)
+        if waits_for_tuning or not self.admit("final", claim.arm):  # no time for it (or its tuning): a later execution
+            self.set_attrs(trial, {DEFERRED: "the time budget left is shorter than its estimate"})
+            self._tell(ostudy, trial, state=TrialState.PRUNED)
+            self.deferred_keys.add(key)
+            return None
         if budget and tuned.get(claim.arm.name) is None:
             self.fail(claim, f"tuning incomplete: {len(self.tuning_done(claim.arm))} of {budget} trials")
             self.failed_keys.add(key)

@@ -6,6 +6,7 @@ metrics, the record as JSON); each call under stores.retrying.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import time
@@ -40,6 +41,9 @@ HOST = "bench.host"  # the worker that ran it: host name (BENCH_HOSTNAME overrid
 PID = "bench.pid"  # ... process id ...
 TOKEN = "bench.worker_token"  # ... and a token of that process (liveness.WORKER_TOKEN): a reused pid is another worker
 DATA_SOURCE = "bench.data_source"
+DATA_DIGEST = "bench.data_digest"  # the data's identity (a study's runs in one store are all measured on one data set)
+IMPORTED_FROM = "bench.imported_from"  # `bench import`: the bundle file and its label
+ORIGIN_RUN_ID = "bench.origin_run_id"  # `bench import`: the run's id in the store that measured it
 DEVICE = "bench.device"
 GIT_COMMIT = "bench.git_commit"
 FACTOR = "bench.factor."  # prefix: bench.factor.<factor> = this arm's level of it
@@ -76,6 +80,13 @@ def health_url(uri: str) -> str:
 
     parts = urlsplit(uri)
     return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2], path=parts.path.rstrip("/") + "/health"))
+
+
+def missing_store(uri: str) -> bool:
+    """A SQLite store whose file does not exist (opening it would create an empty one)."""
+    from pathlib import Path
+
+    return uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///") :]).expanduser().exists()
 
 
 def experiment_name(study: str) -> str:
@@ -128,9 +139,16 @@ class Tracker:
     def _call(self, fn, *args, **kwargs):
         return retrying(lambda: fn(*args, **kwargs), self.store.describe(fn.__name__))
 
-    def start_run(self, name: str, tags: dict[str, str], params: dict[str, Any] | None = None, parent: str | None = None) -> str:
+    def start_run(
+        self,
+        name: str,
+        tags: dict[str, str],
+        params: dict[str, Any] | None = None,
+        parent: str | None = None,
+        start_time: int | None = None,  # ms since the epoch (an imported run keeps its own); default now
+    ) -> str:
         tags = dict(tags, **({PARENT: parent} if parent else {}))
-        run = self._call(self.client.create_run, self.experiment_id, run_name=name, tags=tags)
+        run = self._call(self.client.create_run, self.experiment_id, start_time=start_time, run_name=name, tags=tags)
         if params:
             self.log_params(run.info.run_id, params)
         return run.info.run_id
@@ -143,23 +161,55 @@ class Tracker:
     def set_tags(self, run_id: str, tags: dict[str, Any]) -> None:
         self._call(self.client.log_batch, run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
 
-    def log_metrics(self, run_id: str, metrics: dict[str, float], step: int) -> None:
-        now = int(time.time() * 1000)
-        items = [Metric(k, float(v), now, step) for k, v in metrics.items() if v is not None]
+    def log_metrics(self, run_id: str, metrics: dict[str, float], step: int, timestamp: int | None = None) -> None:
+        now = timestamp or int(time.time() * 1000)
+        self.log_metric_items(run_id, [Metric(k, float(v), now, step) for k, v in metrics.items() if v is not None])
+
+    def log_metric_items(self, run_id: str, items: list[Metric]) -> None:
         for i in range(0, len(items), BATCH):
             self._call(self.client.log_batch, run_id, metrics=items[i : i + BATCH])
+
+    def log_record(self, run_id: str, record: dict[str, Any], timestamp: int | None = None) -> None:
+        """A finished trial's record: record.json, the tags of where and on what it ran, its summary metrics."""
+        self.log_dict(run_id, record, "record.json")
+        self.set_tags(
+            run_id,
+            {
+                STATUS: record["status"],
+                DATA_SOURCE: record["data_source"],
+                DATA_DIGEST: record.get("data_digest", ""),
+                DEVICE: record["device"],
+                GIT_COMMIT: record["git_commit"],
+            },
+        )
+        summary = {k: record.get(k) for k in ("epochs_run", "seconds", "train_seconds", "images_per_s", "best_val_acc")}
+        metrics = {**summary, "diverged": float(record["status"] == "diverged")}
+        self.log_metrics(run_id, metrics, step=int(record["epochs_run"]), timestamp=timestamp)
 
     def log_dict(self, run_id: str, obj: Any, name: str) -> None:
         self._call(self.client.log_dict, run_id, obj, name)
 
-    def end_run(self, run_id: str, status: str) -> None:
-        """status: FINISHED, FAILED or KILLED."""
-        self._call(self.client.set_terminated, run_id, status)
+    def end_run(self, run_id: str, status: str, end_time: int | None = None) -> None:
+        """status: FINISHED, FAILED or KILLED; end_time in ms since the epoch (default now)."""
+        self._call(self.client.set_terminated, run_id, status, end_time)
 
     def fail_run(self, run_id: str, reason: str, status: str = "FAILED", label: str = "failed") -> None:
         """End a run that did not finish, saying why (bench.status = `label`, bench.failure = `reason`)."""
         self.set_tags(run_id, {STATUS: label, FAILURE: reason})
         self.end_run(run_id, status)
+
+    def search(self, query: str) -> list:
+        """Every run of the study's experiment that `query` (an MLflow filter string) matches, all pages."""
+        runs, token = [], None
+        while True:
+            page = self._call(self.client.search_runs, [self.experiment_id], query, max_results=1000, page_token=token)
+            runs += list(page)
+            token = page.token
+            if not token:
+                return runs
+
+    def data_digests(self, profile: str) -> dict[str, str]:
+        return store_digests(self.uri, self.study, profile)
 
     def running_runs(self, extra_filter: str = "") -> list:
         query = "attributes.status = 'RUNNING'" + (f" AND {extra_filter}" if extra_filter else "")
@@ -180,6 +230,18 @@ class Tracker:
         return len(runs)
 
 
+def store_digests(uri: str, study: str, profile: str) -> dict[str, str]:
+    """{data digest: data source} of the finished runs of `study` at `profile` in the store at `uri` (runs from
+    before the digest tag have none and do not count); nothing is created where the study has no experiment."""
+    client = MlflowClient(tracking_uri=uri)
+    exp = retrying(lambda: client.get_experiment_by_name(experiment_name(study)), MLflowStore(uri).describe("search"))
+    if exp is None:
+        return {}
+    query = f"attributes.status = 'FINISHED' AND tags.`{PROFILE}` = '{profile}' AND tags.`{DATA_DIGEST}` != ''"
+    runs = retrying(lambda: client.search_runs([exp.experiment_id], query, max_results=5000), MLflowStore(uri).describe("search"))
+    return {r.data.tags[DATA_DIGEST]: r.data.tags.get(DATA_SOURCE, "") for r in runs}
+
+
 def prepare_ui(uri: str) -> int:
     """Before `bench ui`: a new SQLite store created whole (no UI process migrates it), and every bench/*
     experiment tagged as training runs (those made before the tag existed). Returns how many were tagged."""
@@ -196,10 +258,12 @@ def prepare_ui(uri: str) -> int:
 class RunLogger:
     """The `log_epoch` logger that the training engine calls: per-epoch metrics with step=epoch."""
 
-    def __init__(self, tracker: Tracker, run_id: str, on_epoch=None):
+    def __init__(self, tracker: Tracker, run_id: str, on_epoch=None, guard=contextlib.nullcontext):
         self.tracker, self.run_id, self.on_epoch = tracker, run_id, on_epoch
+        self.guard = guard  # a context the writes happen in (the time budget's shield: a deadline waits for them)
 
     def log_epoch(self, epoch: int, metrics: dict[str, float]) -> None:
-        self.tracker.log_metrics(self.run_id, metrics, step=epoch)
-        if self.on_epoch:
-            self.on_epoch(epoch, metrics)
+        with self.guard():
+            self.tracker.log_metrics(self.run_id, metrics, step=epoch)
+            if self.on_epoch:
+                self.on_epoch(epoch, metrics)

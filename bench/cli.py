@@ -8,10 +8,11 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from .engine import commands as engine_commands
 from .errors import BenchError
-from .paths import writable_dir, writable_file
+from .paths import bundle_path, writable_dir, writable_file
 from .perf import commands as perf_commands
 from .study import commands as study_commands
 
@@ -29,9 +30,7 @@ def cmd_report(args) -> int:
 
 
 def cmd_export(args) -> int:
-    if not args.out.endswith(".json.gz"):
-        raise BenchError(f"--out {args.out}: a results bundle is gzipped JSON; give a file name ending in .json.gz")
-    out = writable_file(args.out, "--out (the results bundle)")
+    out = bundle_path(args.out, "--out")
     from report.bundle import export
 
     from .study.tracking import tracking_uri
@@ -44,6 +43,23 @@ def cmd_export(args) -> int:
         f"to {out}: {out.stat().st_size / 1e6:.2f} MB"
     )
     return 0
+
+
+def export_study(args) -> None:
+    """`bench study --export FILE`: the study's finished runs at its profile, whatever the execution's outcome."""
+    from report.bundle import export
+
+    from .study.files import get_study
+    from .study.tracking import tracking_uri
+
+    name = get_study(args.name).name
+    try:
+        bundle = export(tracking_uri(args.tracking_uri), args.export, [name], args.profile, Path(args.export).name.split(".")[0])
+    except BenchError as exc:  # nothing finished yet: the study's own outcome stands
+        print(f"nothing exported to {args.export}: {exc}")
+        return
+    final = sum(s["provenance"]["final_runs"] for s in bundle.studies.values())
+    print(f"exported {len(bundle.runs)} runs ({final} final) of {name} ({args.profile}) to {args.export}")
 
 
 def register_report(sub) -> None:
@@ -94,7 +110,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.debug:
         os.environ["BENCH_DEBUG"] = "1"
     try:
-        return args.func(args)
+        code = args.func(args)
+        if args.command == "study" and getattr(args, "export", None) and not args.plan and args.parent_run is None:
+            export_study(args)
+        return code
     except BenchError as exc:
         if args.debug:
             raise

@@ -39,3 +39,10 @@ def writable_file(path: str | Path, what: str) -> Path:
     if file.exists() and not os.access(file, os.W_OK):
         raise PathError(f"{what}: {file} exists and cannot be overwritten")
     return writable_dir(file.parent if str(file.parent) else ".", what) / file.name
+
+
+def bundle_path(name: str, flag: str) -> Path:
+    """A results bundle file to write: a .json.gz name in a folder that can be written (one line otherwise)."""
+    if not name.endswith(".json.gz"):
+        raise PathError(f"{flag} {name}: a results bundle is gzipped JSON; give a file name ending in .json.gz")
+    return writable_file(name, f"{flag} (the results bundle)")

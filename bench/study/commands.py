@@ -16,6 +16,10 @@ def cmd_study(args) -> int:
         return run_plan(args)
     from .runner import run_study_cli
 
+    if args.export:
+        from bench.paths import bundle_path
+
+        bundle_path(args.export, "--export")  # checked before anything trains
     return run_study_cli(args)
 
 
@@ -38,6 +42,33 @@ def cmd_ui(args) -> int:
     print(f"MLflow UI for {redact(uri)}: {url}  (Ctrl-C stops it)", flush=True)
     cmd, env = ui_command(uri, args.host, args.port)
     return subprocess.call(cmd, env=env)
+
+
+def cmd_import(args) -> int:
+    from pathlib import Path
+
+    from .importer import import_bundles, keep_as_source
+    from .tracking import tracking_uri
+
+    if args.as_source:
+        for name in args.bundles:
+            from .bundles import read_bundle
+
+            path = Path(name).expanduser()
+            read_bundle(path)  # a file that is not a bundle is one line, before anything is copied
+            print(
+                f"{path}: kept as a report source of its own: {keep_as_source(path)} (`bench report` shows it beside the others)"
+            )
+        return 0
+    counts = import_bundles(
+        args.bundles, tracking_uri(args.tracking_uri), args.storage or os.environ.get("BENCH_STORAGE") or None, args.study
+    )
+    runs, trials, here = (sum(getattr(c, f) for c in counts) for f in ("runs", "trials", "skipped"))
+    print(
+        f"imported {runs} runs and {trials} Optuna trials of {len(counts)} studies; {here} were here already. "
+        f"`bench study NAME --profile P` runs only what is missing, `bench ui` shows them"
+    )
+    return 0
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -71,7 +102,20 @@ def register(sub: argparse._SubParsersAction) -> None:
         help=f"a trial whose worker sends no heartbeat for this long is failed and rerun by another worker "
         f"(default {DEFAULT_GRACE:.0f}; workers on this host are checked at once by process id)",
     )
+    p.add_argument(
+        "--time-budget",
+        type=float,
+        metavar="SECONDS",
+        help="stop cleanly within this many seconds: start no trial that --plan's estimate says cannot finish in the "
+        "time left, stop the ones still training at the deadline (rerun next time), exit 0 saying what is left",
+    )
+    p.add_argument(
+        "--export",
+        metavar="FILE",
+        help="afterwards, write this study's finished runs at the profile to a results bundle (.json.gz), however it ended",
+    )
     p.add_argument("--parent-run", help=argparse.SUPPRESS)  # set by --workers for the extra processes
+    p.add_argument("--deadline", type=float, help=argparse.SUPPRESS)  # --time-budget as a time, for the extra processes
     p.add_argument("--no-progress", action="store_true")
     p.add_argument(
         "--plan",
@@ -80,6 +124,25 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--device", default="auto", help="--plan: estimate for this device (auto, cpu, cuda) (default auto)")
     p.set_defaults(func=cmd_study)
+    p = sub.add_parser(
+        "import",
+        help="write a results bundle's runs into the local stores, so its studies go on from them",
+        description="Each run goes into the MLflow store (marked imported) and into the Optuna studies as a finished "
+        "trial, exactly once by its original run id: importing again adds nothing. A bundle measured with another "
+        "study definition, profile or data is refused with one line, before anything is written.",
+    )
+    p.add_argument("bundles", nargs="+", metavar="BUNDLE", help="results bundles (.json.gz, written by bench export)")
+    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)")
+    p.add_argument(
+        "--storage", help="Optuna storage URL (default: $BENCH_STORAGE, else the journal file under the working directory)"
+    )
+    p.add_argument("--study", nargs="+", metavar="NAME", help="only these studies of the bundles (default: all of them)")
+    p.add_argument(
+        "--as-source",
+        action="store_true",
+        help="write nothing into the stores: keep the bundle as a report source of its own (results/sources/)",
+    )
+    p.set_defaults(func=cmd_import)
     p = sub.add_parser("ui", help="open the MLflow UI over the project's store (bound to 127.0.0.1)")
     p.add_argument("--tracking-uri")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")

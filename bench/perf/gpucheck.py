@@ -21,6 +21,18 @@ STUDY_TIMEOUT_S = 300  # a smoke study takes well under a minute on a GPU; five 
 SPEED_PLAN = {"resnet20": {"packs": (1, 4), "procs": (1, 2)}, "cnn": {"packs": (1, 8), "procs": (1, 4)}}
 
 
+def code_version() -> str:
+    """A digest of the code a GPU measurement is about (bench/ and the study files): a slot runs gpu-check again
+    only when it changed (scripts/gpu-slot). Computed from the files, so a copy without git has it too."""
+    import hashlib
+
+    root = Path(__file__).resolve().parents[2]
+    h = hashlib.sha256()
+    for path in sorted([*(root / "bench").rglob("*.py"), *(root / "studies").glob("*.toml")]):
+        h.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes() + b"\0")
+    return h.hexdigest()[:12]
+
+
 def run_gpu_check(
     device: str = "cuda",
     n_train: int | None = None,
@@ -44,6 +56,7 @@ def run_gpu_check(
     say(f"gpu-check: device {dev} ({name}), torch {torch.__version__}, CUDA {torch.version.cuda}")
     report: dict[str, Any] = {
         "device": name,
+        "code_version": code_version(),
         "torch": torch.__version__,
         "cuda": torch.version.cuda,
         "speed": {},

@@ -289,8 +289,9 @@ class StudyImport:
             self.counts.runs += 1
 
 
-def keep_as_source(path: Path, folder: Path = SOURCES) -> Path:
-    """--as-source: a copy of the bundle where the report looks for sources of their own."""
+def keep_as_source(path: Path, folder: Path | None = None) -> Path:
+    """--as-source: a copy of the bundle where the report looks for sources of their own (results/sources/)."""
+    folder = folder or SOURCES
     folder.mkdir(parents=True, exist_ok=True)
     dest = folder / path.name
     if dest.resolve() != path.resolve():

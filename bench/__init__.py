@@ -6,3 +6,7 @@ its tasks, models and components), study/ (study files, scheduling, execution, M
 may import; cli.py is the `bench` command. Doors point one way: study -> engine -> data -> config; nothing
 here imports the report at module level.
 """
+
+import time as _time
+
+STARTED = _time.time()  # when this process began (before torch loads): `bench study --time-budget` counts from here

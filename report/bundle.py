@@ -33,12 +33,13 @@ def _date(ms: float) -> str:
 
 
 def select_runs(df: pd.DataFrame, profile: str | None) -> pd.DataFrame:
-    """Each study's runs at `profile`, or (None) at its most thorough profile with final runs (what the report shows)."""
+    """Each study's runs at `profile`, or (None) at its most thorough profile with final runs (what the report shows),
+    else with tuning runs (a study stopped at a time budget before its final stage: the tuning goes on from them)."""
     if df.empty:
         return df
     keep = []
     for _, runs in df.groupby("study", sort=False):
-        chosen = profile or profile_of(runs[runs["stage"] == "final"])
+        chosen = profile or profile_of(runs[runs["stage"] == "final"]) or profile_of(runs)
         keep.append(runs[runs["profile"] == chosen])
     return pd.concat(keep) if keep else df.iloc[:0]
 
@@ -100,8 +101,8 @@ def export(
             )
         df = df[df["study"].isin(names)]
     df = select_runs(df, profile)
-    if df.empty or not (df["stage"] == "final").any():
-        raise BundleError(f"no final runs to export in {redact(tracking_uri)}" + (f" at profile {profile}" if profile else ""))
+    if df.empty:
+        raise BundleError(f"no finished runs to export in {redact(tracking_uri)}" + (f" at profile {profile}" if profile else ""))
     files = dict(studies.shipped())
     for name, path in study_file_params(tracking_uri).items():
         if name not in files and Path(path).is_file():  # a user's own study file, where it still is

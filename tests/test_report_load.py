@@ -186,7 +186,7 @@ def test_bench_export_writes_the_stores_runs_and_the_report_reads_them_as_the_st
     assert main(["export", "--out", str(path), "--study", "init", "--tracking-uri", uri]) == 2  # no runs of init here
     assert "no runs of init" in capsys.readouterr().err
     assert main(["export", "--out", str(path), "--profile", "full", "--tracking-uri", uri]) == 2
-    assert "no final runs to export" in capsys.readouterr().err
+    assert "no finished runs to export" in capsys.readouterr().err
     md = {}
     for name, results in (("store", ["mlflow"]), ("bundle", [str(path)])):
         out = tmp_path / name

@@ -106,7 +106,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--time-budget",
         type=float,
         metavar="SECONDS",
-        help="stop cleanly within this many seconds: start no trial that --plan's estimate says cannot finish in the "
+        help="stop cleanly within this many seconds of the command's start: start no trial that --plan's estimate says cannot finish in the "
         "time left, stop the ones still training at the deadline (rerun next time), exit 0 saying what is left",
     )
     p.add_argument(

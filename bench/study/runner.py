@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from bench import STARTED
 from bench.data import load_cifar10
 
 from . import tracking as tags
@@ -340,7 +341,7 @@ def run_study_cli(args) -> int:
         raise StudyError("--grace-period must be a number of seconds > 0")
     if args.time_budget is not None and args.time_budget <= 0:
         raise StudyError("--time-budget must be a number of seconds > 0")
-    deadline = args.deadline or (time.time() + args.time_budget if args.time_budget else None)
+    deadline = args.deadline or (STARTED + args.time_budget if args.time_budget else None)  # from the command's start
     device_type = "cuda" if torch.cuda.is_available() else "cpu"
     pack, workers, why = concurrency(study, profile, args.pack, args.workers, device_type)
     if args.parent_run is None:  # a spawned worker says nothing its parent already said

@@ -33,7 +33,8 @@ def ui_command(uri: str, host: str, port: int) -> tuple[list[str], dict[str, str
 def cmd_ui(args) -> int:
     import subprocess
 
-    from .tracking import prepare_ui, redact, tracking_uri
+    from .credentials import redact
+    from .tracking import prepare_ui, tracking_uri
 
     uri = tracking_uri(args.tracking_uri)
     prepare_ui(uri)  # a new SQLite store made whole first; every bench/* experiment tagged as training runs

@@ -120,6 +120,21 @@ def test_doors_point_one_way():
     assert not wrong, "doors pointing the wrong way:\n" + "\n".join(wrong)
 
 
+def test_the_report_reaches_no_engine_when_imported():
+    """What importing the report loads, through module-level imports of every module it reaches: never the engine,
+    the data, perf or the CLI (those load torch); bench/study/files.py asks the engine only inside the functions
+    that check configs, which the report never calls (load_study(check=False))."""
+    at_import = {n: {m for m, where in imports_in(n, p) if not where} for n, p in modules().items()}
+    reached, todo = set(), [n for n in at_import if n.startswith("report")]
+    while todo:
+        name = todo.pop()
+        if name not in reached:
+            reached.add(name)
+            todo.extend(at_import.get(name, ()))
+    bad = sorted(m for m in reached if m.startswith(("bench.engine", "bench.data", "bench.perf", "bench.cli")))
+    assert not bad, f"importing the report loads {bad}"
+
+
 def test_modules_are_small_and_say_what_they_are_for():
     for name, path in modules().items():
         text = path.read_text()

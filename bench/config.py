@@ -138,25 +138,16 @@ def field_rules(cfg: TrialConfig) -> list[tuple[bool, str]]:
     ]
 
 
-def validate(cfg: TrialConfig) -> TrialConfig:
-    """Check the fixed choices and field rules here, then the registry names and the task's own rules in the
-    engine (imported only now: this module imports nothing of the rest of bench at module level)."""
+def check_fields(cfg: TrialConfig) -> TrialConfig:
+    """Check the fixed choices and the field rules; the registry names and the task's own rules are checked by
+    the engine (bench.engine.rules.check, which calls this first), so this module stays a leaf."""
     for key, valid in CHOICES.items():
         if getattr(cfg, key) not in valid:
             raise ConfigError(f"unknown {key} {getattr(cfg, key)!r}; valid: {', '.join(valid)}")
     for ok, message in field_rules(cfg):
         if not ok:
             raise ConfigError(message)
-    from .engine.rules import check
-
-    check(cfg)
     return cfg
-
-
-def make_config(overrides: dict[str, Any] | None = None, base: TrialConfig | None = None) -> TrialConfig:
-    """Build a validated config from `base` (default TrialConfig()) and string or typed overrides."""
-    values = {key: parse_value(key, value) for key, value in (overrides or {}).items()}
-    return validate(dataclasses.replace(base or TrialConfig(), **values))
 
 
 def parse_overrides(args: list[str]) -> dict[str, str]:

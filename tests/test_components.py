@@ -6,11 +6,12 @@ import pytest
 import torch
 from torch import nn
 
-from bench.config import TrialConfig, make_config
+from bench.config import TrialConfig
 from bench.engine.activations import SATURATION_GRAD_FRACTION, profile, saturated
 from bench.engine.components import ACTIVATIONS, INITS, OPTIMIZERS, SCHEDULES, fans
 from bench.engine.diagnostics import distinct_units, linear_collapse_error, probe
 from bench.engine.models import MODELS, Dropout, activation_layers, build_model, weight_layers
+from bench.engine.rules import make_config
 
 TINY = {"linear": {}, "mlp": dict(depth=2, width=16), "cnn": dict(width=4), "resnet": dict(depth=8, width=4)}
 

@@ -4,7 +4,8 @@ import dataclasses
 
 import pytest
 
-from bench.config import ConfigError, TrialConfig, make_config, parse_overrides
+from bench.config import ConfigError, TrialConfig, parse_overrides
+from bench.engine.rules import make_config
 
 
 def test_types_are_checked():

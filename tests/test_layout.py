@@ -1,6 +1,9 @@
-"""The shape of bench/: small modules that say what they are for, no import circles, doors that point one way
-(config is a leaf; nothing in bench imports the report at module level; the engine does not import the study
-runner or the speed tools)."""
+"""The shape of bench/ and report/: small modules that say what they are for, no import circles, doors that point
+one way (config is a leaf; bench imports the report only in bench/cli.py's report commands; the report never
+imports the engine; the engine does not import the study runner or the speed tools).
+
+Every import statement counts, the ones inside functions too: a lazy import that closes a circle is the same
+dependency, hidden."""
 
 from __future__ import annotations
 
@@ -8,45 +11,54 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-BENCH = ROOT / "bench"
+PACKAGES = ("bench", "report")
 MAX_LINES = 400  # STYLE.md: files stay small
+# bench/cli.py may import the report, and only inside these functions (the commands that build or export it)
+CLI_REPORT_DOORS = {"cmd_report", "cmd_export", "export_study"}
 
 
 def modules() -> dict[str, Path]:
-    """Dotted module name -> file, for every module of bench/."""
+    """Dotted module name -> file, for every module of bench/ and report/."""
     out = {}
-    for path in sorted(BENCH.rglob("*.py")):
-        rel = path.relative_to(ROOT).with_suffix("")
-        parts = list(rel.parts)
-        if parts[-1] == "__init__":
-            parts = parts[:-1]
-        out[".".join(parts)] = path
+    for package in PACKAGES:
+        for path in sorted((ROOT / package).rglob("*.py")):
+            parts = list(path.relative_to(ROOT).with_suffix("").parts)
+            if parts[-1] == "__init__":
+                parts = parts[:-1]
+            out[".".join(parts)] = path
     return out
 
 
-def module_imports(name: str, path: Path) -> set[str]:
-    """The bench modules `name` imports at module level (imports inside functions are lazy doors, not edges)."""
+def imports_in(name: str, path: Path) -> list[tuple[str, str]]:
+    """(imported module, enclosing top-level function or "") for every import statement anywhere in the file,
+    relative imports resolved; `from a import b` counts a.b when b is a module, else a."""
     tree = ast.parse(path.read_text())
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
-    found = set()
-    for node in tree.body:
-        if isinstance(node, ast.Import):
-            found |= {a.name for a in node.names}
-        elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                base = package.split(".")
-                base = base[: len(base) - node.level + 1]
-                target = ".".join(base + ([node.module] if node.module else []))
-            else:
-                target = node.module or ""
-            found.add(target)
-            found |= {f"{target}.{a.name}" for a in node.names}
     known = modules()
-    return {m for m in found if m in known and m != name}
+    found: list[tuple[str, str]] = []
+
+    def walk(node: ast.AST, where: str) -> None:
+        for child in ast.iter_child_nodes(node):
+            inner = where or (child.name if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef)) else "")
+            if isinstance(child, ast.Import):
+                found.extend((a.name, where) for a in child.names)
+            elif isinstance(child, ast.ImportFrom):
+                if child.level:
+                    base = package.split(".")
+                    base = base[: len(base) - child.level + 1]
+                    target = ".".join(base + ([child.module] if child.module else []))
+                else:
+                    target = child.module or ""
+                for a in child.names:
+                    found.append((f"{target}.{a.name}" if f"{target}.{a.name}" in known else target, where))
+            walk(child, inner)
+
+    walk(tree, "")
+    return [(m, where) for m, where in found if m in known and m != name]
 
 
 def graph() -> dict[str, set[str]]:
-    return {name: module_imports(name, path) for name, path in modules().items()}
+    return {name: {m for m, _ in imports_in(name, path)} for name, path in modules().items()}
 
 
 def find_cycles(edges: dict[str, set[str]]) -> list[list[str]]:
@@ -72,7 +84,8 @@ def find_cycles(edges: dict[str, set[str]]) -> list[list[str]]:
 def test_no_import_circles():
     # a package's __init__ re-exporting its own modules is not a circle through the package
     edges = {a: {b for b in bs if not a.startswith(b + ".")} for a, bs in graph().items()}
-    assert find_cycles(edges) == []
+    cycles = find_cycles(edges)
+    assert cycles == [], "import circles (imports inside functions count):\n" + "\n".join(" -> ".join(c) for c in cycles)
 
 
 def test_the_circle_finder_sees_a_circle():
@@ -80,15 +93,46 @@ def test_the_circle_finder_sees_a_circle():
     assert find_cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c", "a"]]
 
 
+def test_the_import_reader_sees_imports_inside_functions(tmp_path):
+    """The reader counts an import inside a function, and resolves a relative one."""
+    fake = tmp_path / "config.py"
+    fake.write_text("from . import errors\n\ndef f():\n    from .engine import rules\n    import report.stats\n")
+    found = set(imports_in("bench.config", fake))
+    assert found == {("bench.errors", ""), ("bench.engine.rules", "f"), ("report.stats", "f")}
+
+
 def test_doors_point_one_way():
     g = graph()
-    assert not {m for m in g["bench.config"] if m != "bench.errors"}, "config is a leaf"
-    for name, deps in g.items():
-        assert not any(d == "report" or d.startswith("report.") for d in deps), name
-        if name.startswith(("bench.engine", "bench.data")):
-            assert not any(d.startswith(("bench.study", "bench.perf", "bench.cli")) for d in deps), (name, deps)
-        if name.startswith("bench.data"):
-            assert not any(d.startswith("bench.engine") for d in deps), (name, deps)
+    wrong = []
+    if {m for m in g["bench.config"] if m != "bench.errors"}:
+        wrong.append(f"config is a leaf, but imports {sorted(g['bench.config'])}")
+    for name, path in modules().items():
+        for dep, where in imports_in(name, path):
+            if name.startswith("bench") and dep.startswith("report"):
+                if not (name == "bench.cli" and where in CLI_REPORT_DOORS):
+                    wrong.append(f"{name} ({where or 'module level'}) imports the report ({dep})")
+            if name.startswith("report") and dep.startswith(("bench.engine", "bench.data", "bench.perf", "bench.cli")):
+                wrong.append(f"{name} imports the engine side of bench ({dep})")
+            if name.startswith(("bench.engine", "bench.data")) and dep.startswith(("bench.study", "bench.perf", "bench.cli")):
+                wrong.append(f"{name} imports {dep}")
+            if name.startswith("bench.data") and dep.startswith("bench.engine"):
+                wrong.append(f"{name} imports {dep}")
+    assert not wrong, "doors pointing the wrong way:\n" + "\n".join(wrong)
+
+
+def test_the_report_reaches_no_engine_when_imported():
+    """What importing the report loads, through module-level imports of every module it reaches: never the engine,
+    the data, perf or the CLI (those load torch); bench/study/files.py asks the engine only inside the functions
+    that check configs, which the report never calls (load_study(check=False))."""
+    at_import = {n: {m for m, where in imports_in(n, p) if not where} for n, p in modules().items()}
+    reached, todo = set(), [n for n in at_import if n.startswith("report")]
+    while todo:
+        name = todo.pop()
+        if name not in reached:
+            reached.add(name)
+            todo.extend(at_import.get(name, ()))
+    bad = sorted(m for m in reached if m.startswith(("bench.engine", "bench.data", "bench.perf", "bench.cli")))
+    assert not bad, f"importing the report loads {bad}"
 
 
 def test_modules_are_small_and_say_what_they_are_for():

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from bench.config import ConfigError, make_config
+from bench.config import ConfigError
 from bench.data.canvas import (
     CANVAS_ASPECT,
     CANVAS_GREY,
@@ -26,6 +26,7 @@ from bench.data.canvas import (
 )
 from bench.engine.localize import box_iou, box_loss
 from bench.engine.loop import train_trial
+from bench.engine.rules import make_config
 
 CANVAS = 64
 

@@ -5,8 +5,8 @@ import pytest
 import torch
 from torch import nn
 
-from bench.config import make_config
 from bench.engine.optim import ADAM_BETA2, EPS, OPTIMIZERS, RMSPROP_ALPHA, lr_table
+from bench.engine.rules import make_config
 
 
 def torch_twin(name: str, params, cfg):

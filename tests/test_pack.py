@@ -10,11 +10,11 @@ import pytest
 import torch
 from torch import nn
 
-from bench.config import make_config
 from bench.engine.device import resolve_device
 from bench.engine.loop import pack_key, task_of, train_packed, train_trial
 from bench.engine.models import Dropout
 from bench.engine.pack import Pack
+from bench.engine.rules import make_config
 from bench.engine.trial import Trial
 
 BASE = dict(n_train=300, n_val=100, n_test=100, epochs=2, eval_train_size=100, probe_size=32, batch_size=64, device="cpu")

@@ -22,10 +22,11 @@ from mlflow.tracking import MlflowClient
 
 from bench.cli import main
 from bench.study import liveness, stores
+from bench.study.credentials import health_url, redact
 from bench.study.files import StudyError, get_study
 from bench.study.progress import Progress, trial_line
 from bench.study.runner import StudyRun, concurrency
-from bench.study.tracking import EXPERIMENT_KIND, TRAINING_KIND, Tracker, health_url, prepare_ui, redact
+from bench.study.tracking import EXPERIMENT_KIND, TRAINING_KIND, Tracker, prepare_ui
 
 from studyrun import SLOW_STUDY
 

@@ -9,11 +9,11 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from bench.config import make_config
 from bench.engine.device import resolve_device
 from bench.engine.loop import task_of
 from bench.engine.optim import OPTIMIZERS
 from bench.engine.pack import PackStep
+from bench.engine.rules import make_config
 from bench.engine.trial import Trial
 
 # aten operators that read a value on the host (item(), float(), bool(), data-dependent shapes) or copy host data in

@@ -5,8 +5,8 @@ import math
 import subprocess
 import sys
 
-from bench.config import make_config
 from bench.engine.loop import train_trial
+from bench.engine.rules import make_config
 
 TINY = dict(n_train=500, n_val=200, n_test=200, epochs=1, eval_train_size=200, probe_size=64, device="cpu")
 

@@ -9,10 +9,11 @@ import pytest
 import torch
 
 import bench.engine.transfer as transfer
-from bench.config import ConfigError, make_config
+from bench.config import ConfigError
 from bench.data import CIFAR10_CLASSES, Cifar10, DataError, class_subset_splits
 from bench.engine.loop import train_trial
 from bench.engine.models import weight_layers
+from bench.engine.rules import make_config
 
 TINY = dict(
     task="transfer",

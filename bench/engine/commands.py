@@ -1,4 +1,4 @@
-"""`bench list` (every registry and study) and `bench train` (one trial, a table row per epoch)."""
+"""`bench train` (one trial, a table row per epoch); `bench list` lives with the studies (bench/study/commands.py)."""
 
 from __future__ import annotations
 
@@ -32,34 +32,9 @@ class TablePrinter:
         print("  ".join(cells), file=self.stream, flush=True)
 
 
-def cmd_list(args) -> int:
-    from bench.data import NORMALIZATIONS
-    from bench.study.files import list_studies
-
-    from .components import ACTIVATIONS, INITS, OPTIMIZERS, SCHEDULES
-    from .models import MODELS
-
-    for title, reg in [
-        ("models", MODELS),
-        ("activations", ACTIVATIONS),
-        ("inits", INITS),
-        ("optimizers", OPTIMIZERS),
-        ("schedules", SCHEDULES),
-        ("normalizations", NORMALIZATIONS),
-    ]:
-        print(f"{title}:")
-        for name in reg:
-            print(f"  {name:<18} {reg.help(name)}")
-    print("studies:")
-    for study in list_studies():
-        print(f"  {study.name:<18} claims: {', '.join(study.claims)}")
-    return 0
-
-
 def cmd_train(args) -> int:
-    from bench.config import make_config
-
     from .loop import train_trial
+    from .rules import make_config
 
     overrides = parse_overrides(args.overrides)
     if args.data_dir:
@@ -87,8 +62,6 @@ def cmd_train(args) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("list", help="print every registry (and study) with one line per entry")
-    p.set_defaults(func=cmd_list)
     p = sub.add_parser(
         "train",
         help="train one trial: bench train model=cnn epochs=2 n_train=5000",

@@ -47,7 +47,7 @@ def pack_key(cfg: TrialConfig) -> tuple | None:
 def train_trial(
     cfg: TrialConfig, logger: EpochLogger | None = None, progress: bool = True, data: Cifar10 | None = None
 ) -> dict[str, Any]:
-    """Train one trial and return its flat, JSON-serialisable record (see README for keys).
+    """Train one trial and return its flat, JSON-serialisable record (see docs/record.md for keys).
 
     A NaN/Inf loss ends the trial early with status "diverged": a diverged arm is a result. `data` may be
     passed in to reuse already-loaded data across trials.

@@ -1,9 +1,13 @@
-"""The config checks that need the engine: every registry name, and the rules of the config's own task
-(each task states its own in `Task.rules`)."""
+"""Validated configs: `make_config` builds a TrialConfig from key=value overrides and checks it here, where the
+registries are (every registry name, and the rules of the config's own task, each task stating its own in
+`Task.rules`); bench/config.py, the leaf, checks the fields alone."""
 
 from __future__ import annotations
 
-from bench.config import ConfigError, TrialConfig
+import dataclasses
+from typing import Any
+
+from bench.config import ConfigError, TrialConfig, check_fields, parse_value
 from bench.data import NORMALIZATIONS
 
 from . import localize, transfer  # noqa: F401  (register their tasks)
@@ -39,6 +43,7 @@ def model_rules(cfg: TrialConfig) -> list[tuple[bool, str]]:
 
 def check(cfg: TrialConfig) -> TrialConfig:
     """Raise ConfigError (one line, listing the valid values) for an unknown name or a broken rule."""
+    check_fields(cfg)
     for key, reg in REGISTRIES.items():
         value = getattr(cfg, key)
         if value not in reg:
@@ -47,3 +52,9 @@ def check(cfg: TrialConfig) -> TrialConfig:
         if not ok:
             raise ConfigError(message)
     return cfg
+
+
+def make_config(overrides: dict[str, Any] | None = None, base: TrialConfig | None = None) -> TrialConfig:
+    """Build a validated config from `base` (default TrialConfig()) and string or typed overrides."""
+    values = {key: parse_value(key, value) for key, value in (overrides or {}).items()}
+    return check(dataclasses.replace(base or TrialConfig(), **values))

@@ -9,12 +9,12 @@ from typing import Any
 
 import torch
 
-from bench.config import make_config
 from bench.data import Cifar10
 from bench.engine.device import resolve_device
 from bench.engine.graph import CapturedStep, graphs_usable
 from bench.engine.loop import task_of, train_packed, train_trial
 from bench.engine.optim import OPTIMIZERS
+from bench.engine.rules import make_config
 from bench.engine.trial import Trial
 
 CHECK_STEPS = 50  # steps compared between the graph and the eager path

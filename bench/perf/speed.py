@@ -82,10 +82,10 @@ def _measure(
     """Run one variant in this (fresh) process and return its figures; `barrier`: start training with the others."""
     import torch
 
-    from bench.config import make_config
     from bench.data import load_cifar10
     from bench.engine.device import resolve_device
     from bench.engine.loop import train_packed
+    from bench.engine.rules import make_config
 
     torch.set_num_threads(threads)
     data = load_cifar10(data_dir)
@@ -269,9 +269,9 @@ def run_speed(
     table (--json and the cache); return the rows."""
     import torch
 
-    from bench.config import make_config
     from bench.data import load_cifar10
     from bench.engine.device import resolve_device
+    from bench.engine.rules import make_config
 
     from .throughput import macs_per_image, save_measurement
 

@@ -1,4 +1,5 @@
-"""`bench study` (run, resume or plan a study) and `bench ui` (the MLflow UI over the project's store)."""
+"""`bench list` (every registry and study), `bench study` (run, resume or plan a study), `bench import` and
+`bench ui` (the MLflow UI over the project's store)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,30 @@ import os
 import sys
 
 from .liveness import DEFAULT_GRACE
+
+
+def cmd_list(args) -> int:
+    from bench.data import NORMALIZATIONS
+    from bench.engine.components import ACTIVATIONS, INITS, OPTIMIZERS, SCHEDULES
+    from bench.engine.models import MODELS
+
+    from .files import list_studies
+
+    for title, reg in [
+        ("models", MODELS),
+        ("activations", ACTIVATIONS),
+        ("inits", INITS),
+        ("optimizers", OPTIMIZERS),
+        ("schedules", SCHEDULES),
+        ("normalizations", NORMALIZATIONS),
+    ]:
+        print(f"{title}:")
+        for name in reg:
+            print(f"  {name:<18} {reg.help(name)}")
+    print("studies:")
+    for study in list_studies():
+        print(f"  {study.name:<18} claims: {', '.join(study.claims)}")
+    return 0
 
 
 def cmd_study(args) -> int:
@@ -33,7 +58,8 @@ def ui_command(uri: str, host: str, port: int) -> tuple[list[str], dict[str, str
 def cmd_ui(args) -> int:
     import subprocess
 
-    from .tracking import prepare_ui, redact, tracking_uri
+    from .credentials import redact
+    from .tracking import prepare_ui, tracking_uri
 
     uri = tracking_uri(args.tracking_uri)
     prepare_ui(uri)  # a new SQLite store made whole first; every bench/* experiment tagged as training runs
@@ -72,6 +98,8 @@ def cmd_import(args) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("list", help="print every registry (and study) with one line per entry")
+    p.set_defaults(func=cmd_list)
     p = sub.add_parser("study", help="run a declarative study: a name from studies/ or the path of your own .toml file")
     p.add_argument("name", help="a study in studies/ (e.g. init) or a study file anywhere (e.g. ./my-study.toml)")
     p.add_argument("--profile", choices=["smoke", "quick", "full"])

@@ -19,8 +19,8 @@ from typing import Any
 
 import torch
 
-from bench.config import make_config
 from bench.engine.components import OPTIMIZERS
+from bench.engine.rules import make_config
 from bench.registry import Registry
 
 EXTRAS = Registry("extra")

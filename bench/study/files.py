@@ -16,7 +16,7 @@ from typing import Any
 import tomllib
 
 from bench.claims import CLAIMS
-from bench.config import ConfigError, TrialConfig, make_config
+from bench.config import ConfigError, TrialConfig
 from bench.errors import BenchError
 
 PROFILES = ("smoke", "quick", "full")
@@ -102,6 +102,8 @@ class Study:
 
     def config(self, profile: str, arm: Arm, seed: int, **extra: Any) -> TrialConfig:
         """The trial config: base, then profile overrides, then the arm's, then `extra` (seed, tuned lr)."""
+        from bench.engine.rules import make_config  # the engine, only when trials are made (the report never is)
+
         return make_config({**self.base, **self.profiles[profile].base, **arm.overrides, "seed": seed, **extra})
 
 
@@ -122,6 +124,8 @@ def _check_config(
     _expect(isinstance(overrides, dict), path, where, "a table of config key = value")
     if not check:
         return dict(overrides)
+    from bench.engine.rules import make_config  # the engine, only for check=True (the report loads with check=False)
+
     try:
         make_config({**(context or {}), **overrides})
     except ConfigError as exc:

@@ -88,10 +88,17 @@ def device_kind(name: str) -> str:
     return "cuda" if name.startswith("cuda") else "cpu"
 
 
+def default_profile() -> tuple[str, str]:
+    """The profile a study runs at when none is given, and why: full on a CUDA device, else quick."""
+    import torch
+
+    if torch.cuda.is_available():
+        return "full", f"CUDA device found ({torch.cuda.get_device_name(0)})"
+    return "quick", "no CUDA device found; the full profile is meant for a GPU"
+
+
 def run_plan(args) -> int:
     from bench.perf.throughput import fmt_seconds
-
-    from .runner import default_profile
 
     study = get_study(args.name)
     profile = args.profile or default_profile()[0]

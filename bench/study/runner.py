@@ -22,16 +22,11 @@ from .deadline import Deadline, TimeBudgetReached, claim_estimates
 from .executor import Executor
 from .files import Study, StudyError, get_study, studies_dir
 from .liveness import DEFAULT_GRACE, WORKER_TOKEN, hostname, local_gone
+from .plan import default_profile
 from .progress import Progress
 from .scheduler import FAILURE, RUN_ID, Scheduler
 from .stores import StoreError, check_artifact_folder, one_line, open_storage, retry_seconds, transient
 from .tracking import Tracker, tracking_uri
-
-
-def default_profile() -> tuple[str, str]:
-    if torch.cuda.is_available():
-        return "full", f"CUDA device found ({torch.cuda.get_device_name(0)})"
-    return "quick", "no CUDA device found; the full profile is meant for a GPU"
 
 
 def tuned_param_key(param: str, arm: str) -> str:

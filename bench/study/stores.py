@@ -23,6 +23,8 @@ import optuna
 from bench.errors import BenchError
 from bench.paths import writable_dir
 
+from .credentials import health_url, redact
+
 T = TypeVar("T")
 # How long a store call is retried while its server is away, in seconds (BENCH_STORE_RETRY_SECONDS).
 # Backoff between tries: 0.5 s doubling to at most 30 s. MLflow's HTTP client retries first on its own
@@ -123,8 +125,6 @@ logging.getLogger("mlflow.store.db.utils").addFilter(_HandledHere())
 
 
 def one_line(exc: BaseException) -> str:
-    from .tracking import redact
-
     return redact(f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0][:200]}")
 
 
@@ -253,8 +253,6 @@ RetryingStorage = type(
 def open_storage(url: str | None) -> optuna.storages.BaseStorage:
     """An Optuna storage under retry: the URL given (sqlite:///, postgresql://, ...) or the default journal file.
     Checked now: an unreachable server, a folder that cannot be written or a full disk is one line (exit 2)."""
-    from .tracking import redact
-
     if not url:
         folder = writable_dir(Path(DEFAULT_JOURNAL).parent, "the Optuna journal folder")
         need_free(folder, f"the Optuna journal {DEFAULT_JOURNAL}")
@@ -358,16 +356,12 @@ class MLflowStore:
         self.sqlite = Path(uri[len("sqlite:///") :]).expanduser().resolve() if uri.startswith("sqlite:///") else None
 
     def describe(self, op: str) -> Where:
-        from .tracking import redact
-
         return Where(f"the MLflow store {redact(self.uri)} ({op})", self.sqlite.parent if self.sqlite else None)
 
     def check(self) -> None:
         """Reachable (a server answers /health), writable (a SQLite file's folder, with free space), and a
         new SQLite store created whole. Raises TrackingError / DiskFullError with one line."""
         import urllib.request
-
-        from .tracking import health_url, redact
 
         if self.uri.startswith(("http://", "https://")):
             try:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import time
 from typing import Any
 
@@ -17,6 +16,7 @@ from mlflow.tracking import MlflowClient
 
 from bench.errors import BenchError
 
+from .credentials import redact
 from .stores import MLflowStore, retrying
 
 DEFAULT_URI = "sqlite:///mlflow.db"
@@ -63,23 +63,6 @@ class TrackingError(BenchError):
 def tracking_uri(cli_value: str | None = None) -> str:
     """--tracking-uri, else $MLFLOW_TRACKING_URI, else SQLite mlflow.db in the working directory."""
     return cli_value or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
-
-
-def redact(url: str) -> str:
-    """Hide the passwords in a URL (or a message holding one): postgresql://user:secret@host/db, a password
-    holding an unencoded "@" (everything between "user:" and the last "@" before the host), and a
-    password=... query parameter."""
-    url = re.sub(r"(://[^:/@?#\s]+:)[^/?#\s]*@", r"\1***@", url)
-    return re.sub(r"([?&;](?:password|passwd|pwd)=)[^&;#\s]*", r"\1***", url, flags=re.IGNORECASE)
-
-
-def health_url(uri: str) -> str:
-    """A tracking server's /health address, without any user:password@ of the URI (urllib would take it for
-    part of the host name; the health check needs no credentials)."""
-    from urllib.parse import urlsplit, urlunsplit
-
-    parts = urlsplit(uri)
-    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2], path=parts.path.rstrip("/") + "/health"))
 
 
 def missing_store(uri: str) -> bool:

@@ -8,7 +8,7 @@ NAME ?= init
 PROFILE ?=
 PROFILE_ARG := $(if $(PROFILE),--profile $(PROFILE),)
 
-.PHONY: install test test-fast lint study ui report list speed gpu-check clean-venv
+.PHONY: install test test-fast lint study ui report list speed gpu-check gpu-slot clean-venv
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -50,6 +50,11 @@ speed: $(STAMP)
 gpu-check: $(STAMP)
 	$(VENV)/bin/bench gpu-check
 
+# One short GPU slot turned into progress (scripts/gpu-slot --help): LIMIT seconds (default 600), PROFILE (default
+# full), STUDIES=a,b (default: the priority order). No install step: a lent GPU machine sets up from .gpu-bundle/.
+gpu-slot:
+	scripts/gpu-slot $(if $(LIMIT),--limit $(LIMIT),) $(PROFILE_ARG) $(if $(STUDIES),--studies $(STUDIES),)
+
 clean-venv:
 	rm -rf $(VENV)
 
@@ -59,6 +64,8 @@ clean-venv:
 # interrupted run in the same stores instead of starting fresh. Redirected to a file, each study prints one line per
 # finished trial. About an hour on a 2-core CPU with WORKERS=2 (58 min measured); run it in the background:
 #   nohup make reference WORKERS=2 > reference.log 2>&1 &   (tail -f reference.log to follow)
+# BUDGET=SECONDS stops the whole run cleanly within that time (each study gets bench study --time-budget with what is
+# left); the bundle and report then hold what finished, and make reference REF_RESUME=1 BUDGET=... goes on.
 REF_PROFILE ?= quick
 REF_WORK ?= build/reference
 REF_DIR ?= results/reference
@@ -68,9 +75,12 @@ REF_DATA := $(abspath $(or $(DATA_DIR),$(BENCH_DATA_DIR),data))
 .PHONY: reference
 reference: $(STAMP)
 	$(if $(REF_RESUME),,rm -rf $(REF_WORK) &&) mkdir -p $(REF_WORK) $(REF_DIR)
-	set -e; for study in $(REF_STUDIES); do \
+	set -e; end=$$(( $$(date +%s) + $(or $(BUDGET),0) )); for study in $(REF_STUDIES); do \
+	  budget=; if [ -n "$(BUDGET)" ]; then left=$$(( end - $$(date +%s) )); \
+	    if [ $$left -lt 10 ]; then echo "time budget reached before $$study: continue with make reference REF_RESUME=1 BUDGET=SECONDS"; break; fi; \
+	    budget="--time-budget $$left"; fi; \
 	  (cd $(REF_WORK) && $(abspath $(VENV))/bin/bench study $$study --profile $(REF_PROFILE) --workers $(WORKERS) \
-	    --data-dir $(REF_DATA)); \
+	    --data-dir $(REF_DATA) $$budget); \
 	done
 	$(VENV)/bin/bench export --profile $(REF_PROFILE) --label reference --tracking-uri sqlite:///$(abspath $(REF_WORK))/mlflow.db \
 	  --out $(REF_DIR)/$(REF_PROFILE).json.gz

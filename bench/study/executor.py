@@ -34,10 +34,16 @@ class Executor:
     the scheduler, progress through `progress`."""
 
     def __init__(
-        self, scheduler: Scheduler, tracker: Tracker, data: Any, parent: str | None, progress: Progress, deadline: Deadline
+        self,
+        scheduler: Scheduler,
+        tracker: Tracker,
+        data: Any,
+        parent: str | None,
+        progress: Progress,
+        deadline: Deadline | None = None,
     ):
         self.scheduler, self.tracker, self.data, self.parent, self.progress = scheduler, tracker, data, parent, progress
-        self.deadline = deadline
+        self.deadline = deadline or Deadline(None)  # None: no time budget
         self.stopped = 0  # trials stopped mid-run at the deadline
         self.study, self.profile = scheduler.study, scheduler.profile
         self.on_cuda = torch.cuda.is_available()

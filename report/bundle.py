@@ -11,10 +11,11 @@ from typing import Any
 import pandas as pd
 
 from bench.errors import BenchError
-from bench.study.bundles import Bundle, BundleError, definition, library_versions, write_bundle
+from bench.study.bundles import Bundle, BundleError, definition, write_bundle
 from bench.study.credentials import redact
 from bench.study.files import PROFILES, Study
 from bench.study.tracking import missing_store
+from bench.versions import library_versions
 
 from .frame import distinct, profile_of
 

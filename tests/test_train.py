@@ -2,8 +2,12 @@
 
 import json
 import math
+import platform
 import subprocess
 import sys
+from importlib import metadata
+
+import torch
 
 from bench.engine.loop import train_trial
 from bench.engine.rules import make_config
@@ -23,6 +27,10 @@ def test_short_cnn_trial_learns_well_above_chance(cifar):
     assert record["images_per_s"] > 0 and record["seconds"] >= record["train_seconds"] > 0
     assert "JPEG" in record["data_source"] and record["device"].startswith("cpu")
     assert record["config.model"] == "cnn" and record["torch_version"]
+    # the versions it ran with, as installed (not as imported): torch's agrees with the module's own
+    assert record["versions.python"] == platform.python_version()
+    assert record["versions.torch"] == torch.__version__.split("+")[0] or record["versions.torch"] == torch.__version__
+    assert record["versions.optuna"] == metadata.version("optuna") and record["versions.mlflow"] == metadata.version("mlflow")
     json.dumps(record, allow_nan=False)  # flat and strictly JSON-serialisable
 
 

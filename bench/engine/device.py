@@ -11,6 +11,7 @@ from typing import Any
 import torch
 
 from bench.config import ConfigError, TrialConfig, as_dict
+from bench.versions import library_versions
 
 
 def resolve_device(name: str) -> torch.device:
@@ -54,6 +55,7 @@ def provenance(cfg: TrialConfig, device: torch.device, source: str, digest: str,
     return {
         "device": device_label(device),
         "torch_version": torch.__version__,
+        **{f"versions.{k}": v for k, v in library_versions().items()},
         "git_commit": git_commit(),
         "data_source": source,
         "data_digest": digest,

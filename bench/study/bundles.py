@@ -24,9 +24,7 @@ from __future__ import annotations
 import gzip
 import json
 import math
-import platform
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -69,17 +67,6 @@ def clean_value(value: Any) -> Any:
 
 def is_missing(value: Any) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value))
-
-
-def library_versions() -> dict[str, str]:
-    """The versions of Python and of the libraries that measure and store results (read without importing them)."""
-    out = {"python": platform.python_version()}
-    for name in ("torch", "optuna", "mlflow-skinny", "mlflow"):
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            continue
-    return out
 
 
 def definition(study: Study, profile: str) -> dict[str, Any]:

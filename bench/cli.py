@@ -25,7 +25,7 @@ def cmd_report(args) -> int:
     from .study.tracking import tracking_uri
 
     path = build_report(tracking_uri(args.tracking_uri), str(out), args.study, args.results, summary, args.figure)
-    print(f"report written: {path}")
+    print(f"report written: {path} (report.md, verdicts.json and verdicts.csv beside it)")
     return 0
 
 
@@ -92,11 +92,40 @@ def register_report(sub) -> None:
     p.set_defaults(func=cmd_export)
 
 
+def version_text() -> str:
+    """`bench --version`: the project's version, then Python's and the libraries' (read from the installed packages'
+    metadata: nothing is imported)."""
+    from importlib import metadata
+
+    from .versions import library_versions
+
+    try:
+        own = metadata.version("ablation-bench")
+    except metadata.PackageNotFoundError:
+        own = "unknown (not installed: pip install -e .)"
+    libs = library_versions()
+    return f"ablation-bench {own}\n" + "\n".join(f"{name} {version}" for name, version in libs.items())
+
+
+class VersionAction(argparse.Action):
+    """--version: print version_text() and exit 0, whatever else the line holds (no subcommand needed)."""
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, help=None):
+        super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(version_text())
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="bench", description="ablation-bench: textbook deep-learning claims, measured on CIFAR-10"
     )
     parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    parser.add_argument(
+        "--version", action=VersionAction, help="print the versions of ablation-bench, Python, torch, optuna and mlflow"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     engine_commands.register(sub)
     study_commands.register(sub)

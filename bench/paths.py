@@ -1,10 +1,16 @@
-"""Output folders checked before any work starts: a path that cannot be written is one line, exit 2."""
+"""Output folders and files checked before any work starts (a path that cannot be written is one line, exit 2),
+and `--json FILE|-`, the one meaning of --json in every command."""
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
+import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any, TextIO
 
 from .errors import BenchError
 
@@ -46,3 +52,58 @@ def bundle_path(name: str, flag: str) -> Path:
     if not name.endswith(".json.gz"):
         raise PathError(f"{flag} {name}: a results bundle is gzipped JSON; give a file name ending in .json.gz")
     return writable_file(name, f"{flag} (the results bundle)")
+
+
+STDOUT = "-"  # `--json -`: the JSON document on stdout, everything else the command prints on stderr
+
+
+class JsonOut:
+    """`--json FILE|-` of any command: FILE is checked when this is made (before any work; one line otherwise) and
+    written at the end; `-` puts the JSON alone on stdout, so `bench ... --json - | python -m json.tool` works.
+    A command prints its other output to the stream `human()` yields (stderr for `-`, where print() goes too)."""
+
+    def __init__(self, value: str | None, flag: str = "--json"):
+        self.value = value
+        self.to_stdout = value == STDOUT
+        self.path = writable_file(value, flag) if value and not self.to_stdout else None
+        self._stdout = sys.stdout
+
+    def __bool__(self) -> bool:
+        return self.value is not None
+
+    @contextlib.contextmanager
+    def human(self) -> Iterator[TextIO]:
+        """While inside: the stream for everything besides the JSON. With `-` it is stderr, and sys.stdout points
+        there too, so stray print() calls cannot corrupt the JSON on stdout."""
+        if not self.to_stdout:
+            yield sys.stdout
+            return
+        self._stdout = sys.stdout
+        with contextlib.redirect_stdout(sys.stderr):
+            yield sys.stderr
+
+    @contextlib.contextmanager
+    def file_for_tool(self, name: str) -> Iterator[Path | None]:
+        """A path for code that writes its own JSON file: FILE itself (None without --json), or for `-` a temporary
+        file `name` whose text goes to stdout when the block ends."""
+        if not self.to_stdout:
+            yield self.path
+            return
+        with tempfile.TemporaryDirectory(prefix="bench-json-") as tmp:
+            path = Path(tmp) / name
+            yield path
+            if path.exists():
+                self.write_text(path.read_text())
+
+    def write(self, payload: Any) -> None:
+        """Write `payload` as JSON (strict: no NaN) to FILE or stdout; nothing when --json was not given."""
+        if self:
+            self.write_text(json.dumps(payload, indent=1, allow_nan=False, default=str))
+
+    def write_text(self, text: str) -> None:
+        text = text if text.endswith("\n") else text + "\n"
+        if self.to_stdout:
+            self._stdout.write(text)
+            self._stdout.flush()
+        elif self.path is not None:
+            self.path.write_text(text)

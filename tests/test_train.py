@@ -84,7 +84,7 @@ def test_adagrad_records_effective_steps(cifar):
     assert record["history.eff_lr_median"][1] < 0.01
 
 
-def test_cli_train_json_last_line(data_dir):
+def test_cli_train_json_to_stdout_is_the_record_alone(data_dir):
     proc = subprocess.run(
         [
             sys.executable,
@@ -99,6 +99,7 @@ def test_cli_train_json_last_line(data_dir):
             "n_test=200",
             "epochs=1",
             "--json",
+            "-",
             "--no-progress",
             "--data-dir",
             data_dir,
@@ -108,6 +109,6 @@ def test_cli_train_json_last_line(data_dir):
         timeout=300,
     )
     assert proc.returncode == 0, proc.stderr
-    record = json.loads(proc.stdout.strip().splitlines()[-1])
+    record = json.loads(proc.stdout)  # `--json -`: the record alone on stdout
     assert record["status"] == "ok" and math.isfinite(record["test_acc"])
     assert "train_loss" in proc.stderr and "status ok" in proc.stderr  # the table and summary go to stderr with --json

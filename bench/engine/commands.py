@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
 from bench.config import FIELDS, parse_overrides
+from bench.paths import JsonOut
 
 EPOCH_COLUMNS = [
     ("epoch", "{:>5}"),
@@ -40,24 +40,26 @@ def cmd_train(args) -> int:
     if args.data_dir:
         overrides["data_dir"] = args.data_dir
     cfg = make_config(overrides)
-    out = sys.stderr if args.json else sys.stdout
-    print(
-        f"training {cfg.model} ({cfg.activation}, init={cfg.init}, {cfg.optimizer} lr={cfg.lr}) for {cfg.epochs} epochs, "
-        f"seed {cfg.seed}",
-        file=out,
-    )
-    record = train_trial(cfg, logger=TablePrinter(out), progress=not args.no_progress)
-    acc = lambda v: "n/a" if v is None else f"{v:.4f}"  # noqa: E731
-    print(
-        f"\nstatus {record['status']}"
-        + (f" at epoch {record['diverged_epoch']}" if record["diverged_epoch"] else "")
-        + f" | test_acc {acc(record['test_acc'])} | val_acc {acc(record['val_acc'])} | train_acc {acc(record['train_acc'])}"
-        + f" | {record['epochs_run']} epochs in {record['train_seconds']:.1f}s ({record['images_per_s']:.0f} images/s)"
-        + f" | {record['device']} | {record['data_source']}",
-        file=out,
-    )
-    if args.json:
-        print(json.dumps(record, allow_nan=False, default=str))
+    json_out = JsonOut(args.json)  # checked before anything trains
+    with json_out.human() as out:
+        print(
+            f"training {cfg.model} ({cfg.activation}, init={cfg.init}, {cfg.optimizer} lr={cfg.lr}) for {cfg.epochs} "
+            f"epochs, seed {cfg.seed}",
+            file=out,
+        )
+        record = train_trial(cfg, logger=TablePrinter(out), progress=not args.no_progress)
+        acc = lambda v: "n/a" if v is None else f"{v:.4f}"  # noqa: E731
+        print(
+            f"\nstatus {record['status']}"
+            + (f" at epoch {record['diverged_epoch']}" if record["diverged_epoch"] else "")
+            + f" | test_acc {acc(record['test_acc'])} | val_acc {acc(record['val_acc'])} | train_acc {acc(record['train_acc'])}"
+            + f" | {record['epochs_run']} epochs in {record['train_seconds']:.1f}s ({record['images_per_s']:.0f} images/s)"
+            + f" | {record['device']} | {record['data_source']}",
+            file=out,
+        )
+    json_out.write(record)
+    if json_out.path is not None:
+        print(f"record written: {json_out.path}")
     return 0
 
 
@@ -68,7 +70,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         description=f"Train one trial. Keys: {', '.join(FIELDS)}",
     )
     p.add_argument("overrides", nargs="*", metavar="key=value")
-    p.add_argument("--json", action="store_true", help="print the final record as one JSON line on stdout (last line)")
+    p.add_argument(
+        "--json", metavar="FILE|-", help="also write the trial's record as JSON to FILE, or to stdout with - (the rest on stderr)"
+    )
     p.add_argument(
         "--data-dir", help="CIFAR-10 folder (cifar-10-batches-py or ImageFolder); default $BENCH_DATA_DIR, else ./data"
     )

@@ -19,7 +19,7 @@ def _ints(text: str) -> tuple[int, ...]:
 
 
 def cmd_speed(args) -> int:
-    from bench.paths import writable_file
+    from bench.paths import JsonOut
 
     from .speed import MODELS, run_speed
 
@@ -29,29 +29,30 @@ def cmd_speed(args) -> int:
         raise ConfigError("--epochs must be >= 2 (the first epoch is warm-up and is not timed)")
     if args.n_train is not None and (args.n_train < 0 or args.n_train % 10):
         raise ConfigError("--n-train must be a non-negative multiple of 10 (0 = the whole training set)")
-    if args.json:
-        writable_file(args.json, "--json")
-    rows = run_speed(
-        args.model,
-        args.device,
-        args.quick,
-        args.packs,
-        args.n_train,
-        args.epochs,
-        args.batch_size,
-        args.workers,
-        args.compile,
-        args.data_dir,
-        args.procs,
-        args.json,
-    )
+    json_out = JsonOut(args.json)  # checked before anything is measured
+    with json_out.human() as out, json_out.file_for_tool("speed.json") as path:
+        rows = run_speed(
+            args.model,
+            args.device,
+            args.quick,
+            args.packs,
+            args.n_train,
+            args.epochs,
+            args.batch_size,
+            args.workers,
+            args.compile,
+            args.data_dir,
+            args.procs,
+            str(path) if path else None,
+            out=out,
+        )
     return 1 if any("error" in r for r in rows if r["variant"] != "compiled") else 0
 
 
 def cmd_gpu_check(args) -> int:
     import torch
 
-    from bench.paths import writable_file
+    from bench.paths import JsonOut
 
     from .gpucheck import CORE_STUDIES, run_gpu_check
 
@@ -59,9 +60,10 @@ def cmd_gpu_check(args) -> int:
         raise ConfigError("no CUDA device here: gpu-check is for a machine with a GPU (--device cpu runs it on the CPU)")
     if args.epochs < 2:
         raise ConfigError("--epochs must be >= 2 (the first epoch is warm-up and is not timed)")
-    writable_file(args.json, "--json")
+    json_out = JsonOut(args.json)  # checked before anything is measured
     studies = tuple(s for s in args.studies.split(",") if s) if args.studies is not None else CORE_STUDIES
-    return run_gpu_check(args.device, args.n_train, args.epochs, studies, args.data_dir, args.json)
+    with json_out.human() as out, json_out.file_for_tool("gpu-check.json") as path:
+        return run_gpu_check(args.device, args.n_train, args.epochs, studies, args.data_dir, str(path), out=out)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -95,7 +97,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--workers", type=int, help="DataLoader workers of the naive loop (default min(4, cores))")
     p.add_argument("--compile", action="store_true", help="also measure the eager trial through torch.compile")
-    p.add_argument("--json", help="also write the table to this JSON file")
+    p.add_argument(
+        "--json", metavar="FILE|-", help="also write the table as JSON to FILE, or to stdout with - (the rest on stderr)"
+    )
     p.add_argument("--data-dir")
     p.set_defaults(func=cmd_speed)
     p = sub.add_parser(
@@ -105,6 +109,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--n-train", type=int, help="training images for the speed runs (default: all)")
     p.add_argument("--epochs", type=int, default=2, help="epochs per speed variant, the first untimed (default 2)")
     p.add_argument("--studies", help="comma-separated studies to smoke-run (default: the six core studies)")
-    p.add_argument("--json", default="gpu-check.json", help="where to write everything measured (default gpu-check.json)")
+    p.add_argument(
+        "--json",
+        metavar="FILE|-",
+        default="gpu-check.json",
+        help="where to write everything measured as JSON: FILE, or stdout with - (the rest on stderr) (default gpu-check.json)",
+    )
     p.add_argument("--data-dir")
     p.set_defaults(func=cmd_gpu_check)

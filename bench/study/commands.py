@@ -10,31 +10,54 @@ import sys
 from .liveness import DEFAULT_GRACE
 
 
-def cmd_list(args) -> int:
+def listing() -> dict:
+    """Every registry (its entries, each with its help line) and every study of studies/ with the claims it answers:
+    what `bench list` prints, as data (`bench list --json`)."""
     from bench.data import NORMALIZATIONS
     from bench.engine.components import ACTIVATIONS, INITS, OPTIMIZERS, SCHEDULES
     from bench.engine.models import MODELS
 
     from .files import list_studies
 
-    for title, reg in [
-        ("models", MODELS),
-        ("activations", ACTIVATIONS),
-        ("inits", INITS),
-        ("optimizers", OPTIMIZERS),
-        ("schedules", SCHEDULES),
-        ("normalizations", NORMALIZATIONS),
-    ]:
-        print(f"{title}:")
-        for name in reg:
-            print(f"  {name:<18} {reg.help(name)}")
-    print("studies:")
-    for study in list_studies():
-        print(f"  {study.name:<18} claims: {', '.join(study.claims)}")
+    registries = {
+        "models": MODELS,
+        "activations": ACTIVATIONS,
+        "inits": INITS,
+        "optimizers": OPTIMIZERS,
+        "schedules": SCHEDULES,
+        "normalizations": NORMALIZATIONS,
+    }
+    return {
+        "registries": {title: [{"name": n, "help": reg.help(n)} for n in reg] for title, reg in registries.items()},
+        "studies": [
+            {"name": s.name, "description": s.description, "claims": list(s.claims), "profiles": list(s.profiles)}
+            for s in list_studies()
+        ],
+    }
+
+
+def cmd_list(args) -> int:
+    from bench.paths import JsonOut
+
+    json_out = JsonOut(args.json)
+    found = listing()
+    with json_out.human() as out:
+        for title, entries in found["registries"].items():
+            print(f"{title}:", file=out)
+            for entry in entries:
+                print(f"  {entry['name']:<18} {entry['help']}", file=out)
+        print("studies:", file=out)
+        for study in found["studies"]:
+            print(f"  {study['name']:<18} claims: {', '.join(study['claims'])}", file=out)
+    json_out.write(found)
     return 0
 
 
 def cmd_study(args) -> int:
+    if args.json and not args.plan:
+        from .files import StudyError
+
+        raise StudyError("--json goes with --plan (the plan as JSON); a study's runs are in MLflow: `bench export`")
     if args.plan:  # nothing trained, no store opened
         from .plan import run_plan
 
@@ -99,6 +122,7 @@ def cmd_import(args) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("list", help="print every registry (and study) with one line per entry")
+    p.add_argument("--json", metavar="FILE|-", help="also write the registries and studies as JSON to FILE, or to stdout with -")
     p.set_defaults(func=cmd_list)
     p = sub.add_parser("study", help="run a declarative study: a name from studies/ or the path of your own .toml file")
     p.add_argument("name", help="a study in studies/ (e.g. init) or a study file anywhere (e.g. ./my-study.toml)")
@@ -151,6 +175,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="print the trials, images and epochs of the profile and the estimated wall time on this device; train nothing",
     )
     p.add_argument("--device", default="auto", help="--plan: estimate for this device (auto, cpu, cuda) (default auto)")
+    p.add_argument(
+        "--json",
+        metavar="FILE|-",
+        help="--plan: also write the plan (trials, images, epochs, estimated seconds per stage and arm, total, device) "
+        "as JSON to FILE, or to stdout with - (the rest on stderr)",
+    )
     p.set_defaults(func=cmd_study)
     p = sub.add_parser(
         "import",

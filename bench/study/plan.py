@@ -4,6 +4,7 @@ take on this device, before anything is trained or any store is opened."""
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import Any
 
 from bench.config import TrialConfig
 
@@ -97,23 +98,60 @@ def default_profile() -> tuple[str, str]:
     return "quick", "no CUDA device found; the full profile is meant for a GPU"
 
 
+def plan_summary(study: Study, profile: str, kind: str) -> dict[str, Any]:
+    """The plan as data (`--plan --json`, `bench.plan`): study, profile, device kind, one entry per (stage, arm) with
+    its trials, images, epochs and estimated seconds, the totals, and what the estimate comes from."""
+    lines, source = plan_lines(study, profile, kind)
+    stages = [
+        {
+            "stage": line.stage,
+            "arm": line.arm,
+            "trials": line.trials,
+            "images_per_epoch": line.cost.train_per_epoch,
+            "epochs": line.cost.epochs,
+            "train_images": line.trials * line.cost.train_images,
+            "eval_images": line.trials * line.cost.eval_images,
+            "pretrain_images_per_trial": line.cost.pretrain_images,
+            "macs_per_image": line.macs,
+            "seconds": line.seconds,
+        }
+        for line in lines
+    ]
+    total = {
+        "trials": sum(s["trials"] for s in stages),
+        "train_images": sum(s["train_images"] for s in stages),
+        "seconds": sum(s["seconds"] for s in stages),
+    }
+    return {"study": study.name, "profile": profile, "device": kind, "estimate_from": source, "stages": stages, "total": total}
+
+
 def run_plan(args) -> int:
+    from bench.paths import JsonOut
     from bench.perf.throughput import fmt_seconds
 
+    json_out = JsonOut(getattr(args, "json", None))  # checked before anything is estimated
     study = get_study(args.name)
     profile = args.profile or default_profile()[0]
     kind = device_kind(args.device)
-    lines, source = plan_lines(study, profile, kind)
-    total_trials = sum(line.trials for line in lines)
-    images = sum(line.trials * line.cost.train_images for line in lines)
-    print(f"plan: study {study.name}, profile {profile}, device {kind} (nothing is trained, no store is opened)")
-    print(f"{'stage':<6} {'arm':<28} {'trials':>6} {'images/epoch':>12} {'epochs':>6} {'MMAC/img':>9} {'est. time':>10}")
-    for line in lines:
+    plan = plan_summary(study, profile, kind)
+    with json_out.human() as out:
+        print(f"plan: study {study.name}, profile {profile}, device {kind} (nothing is trained, no store is opened)", file=out)
         print(
-            f"{line.stage:<6} {line.arm:<28} {line.trials:>6} {line.cost.train_per_epoch:>12,} {line.cost.epochs:>6} "
-            f"{line.macs / 1e6:>9.1f} {fmt_seconds(line.seconds):>10}"
+            f"{'stage':<6} {'arm':<28} {'trials':>6} {'images/epoch':>12} {'epochs':>6} {'MMAC/img':>9} {'est. time':>10}",
+            file=out,
         )
-    seconds = sum(line.seconds for line in lines)
-    print(f"total: {total_trials} trials, {images / 1e6:.1f} M training images, estimated {fmt_seconds(seconds)} on {kind}")
-    print(f"estimate from: {source}")
+        for s in plan["stages"]:
+            print(
+                f"{s['stage']:<6} {s['arm']:<28} {s['trials']:>6} {s['images_per_epoch']:>12,} {s['epochs']:>6} "
+                f"{s['macs_per_image'] / 1e6:>9.1f} {fmt_seconds(s['seconds']):>10}",
+                file=out,
+            )
+        total = plan["total"]
+        print(
+            f"total: {total['trials']} trials, {total['train_images'] / 1e6:.1f} M training images, estimated "
+            f"{fmt_seconds(total['seconds'])} on {kind}",
+            file=out,
+        )
+        print(f"estimate from: {plan['estimate_from']}", file=out)
+    json_out.write(plan)
     return 0

@@ -1,5 +1,5 @@
 """`bench report`: read the results (shipped bundles and/or the MLflow store), write index.html + report.md +
-figures/ into one folder, and log that folder as the artifacts of a run in the MLflow experiment "bench/report"."""
+verdicts.json/.csv + figures/ into one folder, and log that folder as the artifacts of a run in the MLflow experiment "bench/report"."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from .section import Link, Section
 from .sections import build_sections
 from .sources import Source, View, gather, views
 from .verdict import NOT_MEASURED
+from .verdict_rows import write_verdicts
 
 
 def source_meta(src: Source) -> SourceMeta:
@@ -75,6 +76,7 @@ def write_report(
     index = out / "index.html"
     index.write_text(render_html(vs, meta), encoding="utf-8")
     (out / "report.md").write_text(render_md(vs, meta), encoding="utf-8")
+    write_verdicts(vs, out)  # the summary table's values per (claim, source), for scripts and spreadsheets
     return index, [v.headline for v in vs]
 
 

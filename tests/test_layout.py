@@ -1,6 +1,8 @@
 """The shape of bench/ and report/: small modules that say what they are for, no import circles, doors that point
 one way (config is a leaf; bench imports the report only in bench/cli.py's report commands; the report never
-imports the engine; the engine does not import the study runner or the speed tools).
+imports the engine; the engine does not import the study runner or the speed tools; the top doors, bench/cli.py and
+the Python API bench/api.py, are imported by nothing below them: bench/__init__.py re-exports the API lazily,
+bench/__main__.py runs the CLI, and the API uses the CLI's parser so that both take the same options).
 
 Every import statement counts, the ones inside functions too: a lazy import that closes a circle is the same
 dependency, hidden."""
@@ -15,6 +17,8 @@ PACKAGES = ("bench", "report")
 MAX_LINES = 400  # STYLE.md: files stay small
 # bench/cli.py may import the report, and only inside these functions (the commands that build or export it)
 CLI_REPORT_DOORS = {"cmd_report", "cmd_export", "export_study"}
+# the top doors, above every room: the `bench` command and the Python API; each is imported only by these
+TOP_DOORS = {"bench.cli": {"bench.__main__", "bench.api"}, "bench.api": {"bench"}}
 
 
 def modules() -> dict[str, Path]:
@@ -117,6 +121,8 @@ def test_doors_point_one_way():
                 wrong.append(f"{name} imports {dep}")
             if name.startswith("bench.data") and dep.startswith("bench.engine"):
                 wrong.append(f"{name} imports {dep}")
+            if dep in TOP_DOORS and name not in TOP_DOORS[dep]:
+                wrong.append(f"{name} imports {dep}, a top door (only {', '.join(sorted(TOP_DOORS[dep]))} may)")
     assert not wrong, "doors pointing the wrong way:\n" + "\n".join(wrong)
 
 

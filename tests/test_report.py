@@ -3,10 +3,12 @@ scripts/make_report_fixture.py from real smoke runs): tables, sections, links, f
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import subprocess
 import sys
+from html.parser import HTMLParser
 from pathlib import Path
 
 import pandas as pd
@@ -227,3 +229,58 @@ def test_report_code_never_imports_torch_the_engine_or_the_cli():
         "assert not bad, f'the report imported {bad}'"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=300)
+
+
+class SummaryCells(HTMLParser):
+    """The summary table's rows as text cells; a cell's tags (div.tags span) kept apart from its text."""
+
+    def __init__(self):
+        super().__init__()
+        self.rows, self.cell, self.tags, self.in_tag, self.in_gist = [], None, None, False, False
+
+    def handle_starttag(self, tag, attrs):
+        cls = dict(attrs).get("class") or ""
+        if tag == "tr":
+            self.rows.append([])
+        elif tag == "td":
+            self.cell, self.tags = [], []
+        elif tag == "span" and cls == "tag":
+            self.in_tag = True
+        elif tag == "div" and cls == "gist":
+            self.in_gist = True
+
+    def handle_endtag(self, tag):
+        if tag == "td":
+            self.rows[-1].append(("".join(self.cell).strip(), self.tags))
+            self.cell = None
+        elif tag == "span":
+            self.in_tag = False
+        elif tag == "div":
+            self.in_gist = False
+
+    def handle_data(self, data):
+        if self.cell is None or self.in_gist:
+            return
+        (self.tags if self.in_tag else self.cell).append(data)
+
+
+def test_verdicts_json_and_csv_hold_the_summary_tables_values(built):
+    out, _, html = built
+    table = html[html.index('id="summary"') : html.index("</table>", html.index('id="summary"'))]
+    parser = SummaryCells()
+    parser.feed(table)
+    shown = [row for row in parser.rows if row]  # the header row has no td
+    rows = json.loads((out / "verdicts.json").read_text())
+    heads = [r for r in rows if r["headline"]]
+    assert len(shown) == len(heads) == len(CLAIMS)
+    for cells, r in zip(shown, heads):
+        (claim, _), (verdict, _), (effect, _), (scale, tags), (seeds, _) = cells
+        assert (claim, verdict, effect) == (r["claim"], r["verdict"], r["effect"])
+        assert r["scale"] == (f"{scale} ({', '.join(tags)})" if tags else scale)
+        assert seeds == ("–" if r["seeds_per_arm"] is None else str(r["seeds_per_arm"]))
+        if r["effect_value"] is not None:  # the numbers behind the text: "+2.1 pts [-8.72, 12.9]"
+            assert fmt(abs(r["effect_value"])) in effect
+        if r["ci_low"] is not None:
+            assert r["ci_low"] <= r["effect_value"] <= r["ci_high"] and f"[{fmt(r['ci_low'])}, " in effect
+    csv = pd.read_csv(out / "verdicts.csv")
+    assert list(csv["claim"]) == [r["claim"] for r in rows] and list(csv["verdict"]) == [r["verdict"] for r in rows]

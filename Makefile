@@ -8,17 +8,25 @@ NAME ?= init
 PROFILE ?=
 PROFILE_ARG := $(if $(PROFILE),--profile $(PROFILE),)
 
-.PHONY: install test test-fast lint study ui report list speed gpu-check gpu-slot clean-venv
+.PHONY: install constraints test test-fast lint study ui dashboard report list speed gpu-check gpu-slot clean-venv
 
-$(STAMP): pyproject.toml
+# CONSTRAINTS=constraints.txt installs the exact versions CI last ran with (docs/install.md); `make constraints`
+# rewrites that file from what .venv holds.
+CONSTRAINTS ?=
+
+$(STAMP): pyproject.toml $(CONSTRAINTS)
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@echo "installing ablation-bench into $(VENV) (first run only; torch is large)"
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e '.[dev]' $(if $(CONSTRAINTS),-c $(CONSTRAINTS),)
 	@rm -f $(VENV)/.installed-*
 	@touch $(STAMP)
 
 install: $(STAMP)
+
+constraints: $(STAMP)
+	$(PY) -m pip freeze --exclude-editable > constraints.txt
+	@echo "constraints.txt: $$(wc -l < constraints.txt) pinned versions (make install CONSTRAINTS=constraints.txt installs them)"
 
 # Everything CI runs: lint and format checks, then every test (PYTEST_ARGS passes extra pytest options).
 test: lint
@@ -40,6 +48,14 @@ list: $(STAMP)
 
 ui: $(STAMP)
 	$(VENV)/bin/bench ui
+
+# The Optuna studies in optuna-dashboard (the dashboard extra): each trial's validation accuracy per epoch, the
+# objective best_val_acc. STORAGE=URL for another storage (default $BENCH_STORAGE, else the project's journal);
+# PORT (default 8080).
+OPTUNA_STORAGE := $(or $(STORAGE),$(BENCH_STORAGE),optuna/studies.journal)
+dashboard: $(STAMP)
+	@case "$(OPTUNA_STORAGE)" in *://*) ;; *) test -f "$(OPTUNA_STORAGE)" || { echo "no Optuna studies here yet ($(OPTUNA_STORAGE)): run make study NAME=... or bench import first"; exit 2; } ;; esac
+	$(VENV)/bin/optuna-dashboard "$(OPTUNA_STORAGE)" --host 127.0.0.1 --port $(or $(PORT),8080)
 
 report: $(STAMP)
 	$(VENV)/bin/bench report

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
 
@@ -49,3 +50,10 @@ def bench_cli(capsys, monkeypatch):
         return status, out.out, out.err
 
     return run
+
+
+# `mlflow server` / `mlflow ui` need full MLflow (the ui extra); the core install has only mlflow-skinny's client
+needs_mlflow_server = pytest.mark.skipif(
+    importlib.util.find_spec("flask") is None,
+    reason="needs full MLflow's server: pip install 'ablation-bench[ui]' (make install has it)",
+)

@@ -26,6 +26,7 @@ from mlflow.tracking import MlflowClient
 from bench.data.cache import cache_dir
 from bench.study.scheduler import final_key
 
+from conftest import needs_mlflow_server
 from studyrun import (
     QUICK_EPOCHS,
     QUICK_STUDY,
@@ -202,6 +203,7 @@ def refused_without_credentials(tmp_path, uri: str, capsys, monkeypatch, data_di
     return err
 
 
+@needs_mlflow_server
 def test_tracking_server_with_basic_auth_restarted_mid_study(tmp_path, data_dir, capsys, monkeypatch):
     pytest.importorskip("flask_wtf", reason="MLflow's basic-auth app needs Flask-WTF (the dev and cluster extras)")
     password = f"pw-{os.getpid()}-{time.time_ns() % 10**9}"

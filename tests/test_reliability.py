@@ -16,6 +16,7 @@ from bench.study import executor, runner
 from bench.study.files import load_study
 from bench.study.scheduler import final_key
 
+from conftest import needs_mlflow_server
 from studyrun import (
     SLOW_STUDY,
     command_lines,
@@ -174,6 +175,7 @@ def postgres_dbs():
     admin.close()
 
 
+@needs_mlflow_server
 def test_cluster_postgres_storage_and_mlflow_server_two_workers(tmp_path, data_dir, postgres_dbs):
     """Two workers on PostgreSQL + `mlflow server`, with the password where `ps` cannot see it: the workers
     get the storage URL in BENCH_STORAGE, the server gets PGPASSWORD; it shows in no command line."""

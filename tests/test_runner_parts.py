@@ -28,6 +28,7 @@ from bench.study.progress import Progress, trial_line
 from bench.study.runner import StudyRun, concurrency
 from bench.study.tracking import EXPERIMENT_KIND, TRAINING_KIND, Tracker, prepare_ui
 
+from conftest import needs_mlflow_server
 from studyrun import SLOW_STUDY
 
 
@@ -253,6 +254,20 @@ def test_redact_hides_every_form_of_password():
     assert health_url("http://u:p@ss@127.0.0.1:5000/") == "http://127.0.0.1:5000/health"
 
 
+def test_bench_ui_without_full_mlflow_is_one_line_naming_the_extra(bench_cli, monkeypatch):
+    """The core install has mlflow-skinny (a client, no web app): `bench ui` says which extra to install."""
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "flask" else real(name, *a))
+    monkeypatch.setattr(subprocess, "call", lambda *a, **k: pytest.fail("started mlflow ui without its web app"))
+    status, out, err = bench_cli("ui")
+    assert status == 2 and err.strip().splitlines() == [
+        "error: bench ui needs full MLflow (its web app), the ui extra: pip install 'ablation-bench[ui]' (make install has it)"
+    ]
+
+
+@needs_mlflow_server
 def test_bench_ui_keeps_the_store_password_off_its_output_and_command_line(bench_cli, monkeypatch):
     from mlflow.cli import server
 

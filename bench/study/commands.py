@@ -78,12 +78,20 @@ def ui_command(uri: str, host: str, port: int) -> tuple[list[str], dict[str, str
     return cmd, {**os.environ, "MLFLOW_BACKEND_STORE_URI": uri}
 
 
+FULL_MLFLOW = "full MLflow (its web app), the ui extra: pip install 'ablation-bench[ui]' (make install has it)"
+
+
 def cmd_ui(args) -> int:
     import subprocess
+    from importlib.util import find_spec
+
+    from bench.errors import BenchError
 
     from .credentials import redact
     from .tracking import prepare_ui, tracking_uri
 
+    if find_spec("flask") is None:  # mlflow-skinny (the core install) tracks runs but has no server or UI
+        raise BenchError(f"bench ui needs {FULL_MLFLOW}")
     uri = tracking_uri(args.tracking_uri)
     prepare_ui(uri)  # a new SQLite store made whole first; every bench/* experiment tagged as training runs
     # MLflow 3 opens on its GenAI view unless told otherwise; ?workflowType=machine_learning shows the runs tables

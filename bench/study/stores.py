@@ -122,6 +122,9 @@ class _HandledHere(logging.Filter):
 
 
 logging.getLogger("mlflow.store.db.utils").addFilter(_HandledHere())
+# MLflow 3.9 configures alembic's logger at INFO (3.17 sets WARNING itself): a store created in place (not by
+# _build_sqlite_store) printed its migration steps on stderr.
+logging.getLogger("alembic.runtime.migration").setLevel(logging.WARNING)
 
 
 def one_line(exc: BaseException) -> str:

@@ -174,6 +174,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="FILE",
         help="afterwards, write this study's finished runs at the profile to a results bundle (.json.gz), however it ended",
     )
+    p.add_argument(
+        "--system-metrics",
+        action="store_true",
+        help="also log system metrics (CPU, memory, disk, network; GPU where pynvml is installed) to each trial's "
+        "MLflow run every 5 s (MLflow's sampler, psutil; off by default)",
+    )
     p.add_argument("--parent-run", help=argparse.SUPPRESS)  # set by --workers for the extra processes
     p.add_argument("--deadline", type=float, help=argparse.SUPPRESS)  # --time-budget as a time, for the extra processes
     p.add_argument("--no-progress", action="store_true")

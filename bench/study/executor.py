@@ -6,6 +6,7 @@ memory: a pack retries its trials alone; a lone trial retries once at half the b
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import os
 from dataclasses import replace
@@ -41,8 +42,10 @@ class Executor:
         parent: str | None,
         progress: Progress,
         deadline: Deadline | None = None,
+        system_metrics: bool = False,
     ):
         self.scheduler, self.tracker, self.data, self.parent, self.progress = scheduler, tracker, data, parent, progress
+        self.system_metrics = system_metrics  # --system-metrics: MLflow's system metrics sampler on each trial run
         self.deadline = deadline or Deadline(None)  # None: no time budget
         self.stopped = 0  # trials stopped mid-run at the deadline
         self.study, self.profile = scheduler.study, scheduler.profile
@@ -79,14 +82,16 @@ class Executor:
             label = claims[0].label + (f" +{len(claims) - 1} packed" if len(claims) > 1 else "")
             self.progress.status(label)
 
-            def on_epoch(epoch: int, m: dict) -> None:
-                self.progress.status(f"{label} epoch {epoch}/{cfgs[0].epochs} val_acc {m.get('val_acc', 0):.3f}")
+            def on_epoch_of(j: int):
+                def on_epoch(epoch: int, m: dict) -> None:
+                    self.scheduler.report(claims[j], epoch, m.get("val_acc"))  # the trial's learning curve in Optuna
+                    if j == 0:
+                        self.progress.status(f"{label} epoch {epoch}/{cfgs[0].epochs} val_acc {m.get('val_acc', 0):.3f}")
 
-            loggers = [
-                RunLogger(self.tracker, run_id, on_epoch if j == 0 else None, self.deadline.shield)
-                for j, run_id in enumerate(run_ids)
-            ]
-            with self.deadline.interruptible():
+                return on_epoch
+
+            loggers = [RunLogger(self.tracker, run_id, on_epoch_of(j), self.deadline.shield) for j, run_id in enumerate(run_ids)]
+            with self._system_metrics(run_ids), self.deadline.interruptible():
                 records = train_packed(cfgs, loggers, progress=False, data=self.data)
             for run_id, claim, record in zip(run_ids, claims, records):
                 self._log_record(run_id, claim, record)
@@ -134,6 +139,17 @@ class Executor:
             return None
         self._fail(claim, reason)
         return None
+
+    @contextlib.contextmanager
+    def _system_metrics(self, run_ids: list[str]):
+        """With --system-metrics: MLflow's sampler (CPU, memory, disk, network; GPU where pynvml is installed)
+        logs system/* metrics to each run while it trains, stopped and flushed before the run ends."""
+        monitors = [self.tracker.system_metrics(run_id) for run_id in run_ids] if self.system_metrics else []
+        try:
+            yield
+        finally:
+            for monitor in monitors:
+                monitor.finish()
 
     # ------------------------------------------------------------------ MLflow and Optuna for one trial
     def _start_run(self, claim: Claim, cfg: TrialConfig, packed: int, retry: dict | None) -> str:

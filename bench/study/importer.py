@@ -42,6 +42,15 @@ IDENTITY = {"run_id", "experiment_id", "run_name", "url", "start_time", "study",
 IDENTITY |= {"claims", "tuned_lr", "tune_lr", "optuna_trial", "origin_run_id"}
 
 
+def curve(row: dict[str, Any]) -> dict[int, float]:
+    """A run's validation accuracy after each epoch (1, 2, ...): its trial's intermediate values, as a trial
+    trained here reports them (Scheduler.report)."""
+    history = row.get("history.val_acc")
+    if not isinstance(history, (list, tuple)):
+        return {}
+    return {e: float(v) for e, v in enumerate(history) if e > 0 and v is not None}
+
+
 class ImportRefused(BenchError):
     """A bundle that cannot continue this store's studies (another definition, profile or data); one line."""
 
@@ -188,10 +197,8 @@ class StudyImport:
             return
         t = self.study.tuning
         value = float(row[f"config.{t.param}"])
-        history = row.get("history.val_acc") or []
-        steps = {e: float(v) for e, v in enumerate(history) if e > 0 and v is not None}
         dist = optuna.distributions.FloatDistribution(t.low, t.high, log=t.log)
-        self._add(ostudy, row, {t.param: value}, {t.param: dist}, {}, steps, f"{tags.TUNE}{t.param}", value)
+        self._add(ostudy, row, {t.param: value}, {t.param: dist}, {}, curve(row), f"{tags.TUNE}{t.param}", value)
 
     def _final(self, row: dict[str, Any]) -> None:
         ostudy = self.scheduler.final_study()
@@ -202,7 +209,7 @@ class StudyImport:
             return
         tuned = (f"{tags.TUNED}{self.tuned}", row.get(f"config.{self.tuned}")) if self.tuned else None
         system = {"fixed_params": {"arm": key[0], "seed": key[1]}}
-        self._add(ostudy, row, {}, {}, system, {}, *(tuned or (None, None)))
+        self._add(ostudy, row, {}, {}, system, curve(row), *(tuned or (None, None)))
 
     def _add(self, ostudy, row, params, dists, system, steps, value_tag, value) -> None:
         """The run into MLflow (unless its origin is there already), then its trial into Optuna."""

@@ -51,7 +51,9 @@ class StudyRun:
         pack: int = 1,
         grace: float = DEFAULT_GRACE,
         deadline: float | None = None,
+        system_metrics: bool = False,
     ):
+        self.system_metrics = system_metrics  # --system-metrics: MLflow's system metrics on each trial run
         self.study, self.profile, self.progress, self.pack = study, profile, progress, max(1, pack)
         self.storage_url, self.workers, self.parent, self.threads, self.grace = storage_url, workers, parent, threads, grace
         self.data_dir = data_dir
@@ -136,7 +138,7 @@ class StudyRun:
             self.parent = self._start_parent()
         workers = self._spawn_workers() if self.workers > 1 else []
         progress = Progress(total, done, self.study.name, enabled=self.progress)
-        execute = Executor(self.scheduler, self.tracker, data, self.parent, progress, self.deadline)
+        execute = Executor(self.scheduler, self.tracker, data, self.parent, progress, self.deadline, self.system_metrics)
         status = "FAILED"
         stopped = 0  # trials stopped mid-run at the deadline
         try:
@@ -277,6 +279,8 @@ class StudyRun:
             cmd += ["--data-dir", self.data_dir]
         if self.deadline.at is not None:
             cmd += ["--deadline", repr(self.deadline.at)]
+        if self.system_metrics:
+            cmd += ["--system-metrics"]
         env = {**os.environ, "MLFLOW_TRACKING_URI": self.tracker.uri}
         if self.storage_url:
             env["BENCH_STORAGE"] = self.storage_url
@@ -357,6 +361,7 @@ def run_study_cli(args) -> int:
         pack=pack,
         grace=args.grace_period,
         deadline=deadline,
+        system_metrics=args.system_metrics,
     )
     return run.run()
 

@@ -28,6 +28,7 @@ OOM_RETRY = "oom_retry"  # trial user attribute: the batch size of its retry aft
 UNWANTED = "its arm or seed is no longer in the study file"  # a queued final trial left by an older study file
 # Why a worker's trial ended elsewhere: it stalled past the grace period and another worker reruns it.
 JUDGED_DEAD = "judged dead by another worker while training (no heartbeat); rerun there"
+METRIC_NAME = "best_val_acc"  # what `objective` is, as Optuna's metric name; intermediate values: val_acc per epoch
 SPREAD_START = 3  # tuning trials per arm placed evenly over the range before TPE takes over
 
 
@@ -120,6 +121,7 @@ class Scheduler:
         self.timed = False  # whether a time budget holds (StudyRun sets it with `admit`)
         self.deferred_keys: set[tuple] = set()  # final (arm, seed) left for a later execution: no time for them
         self.deferred_arms: set[str] = set()  # arms whose tuning was left for a later execution
+        self._reported: dict[int, set[int]] = {}  # trial id -> epochs reported, once each (an OOM retry trains them again)
 
     # ------------------------------------------------------------------ the Optuna studies
     def optuna_name(self, suffix: str) -> str:
@@ -129,6 +131,8 @@ class Scheduler:
         ostudy = optuna.create_study(
             study_name=self.optuna_name(suffix), storage=self.storage, load_if_exists=True, direction="maximize", sampler=sampler
         )
+        if ostudy.metric_names is None:  # optuna-dashboard names the objective after it
+            ostudy.set_metric_names([METRIC_NAME])
         self.fail_stale(ostudy)
         return ostudy
 
@@ -244,6 +248,16 @@ class Scheduler:
                 self._tell(claim.ostudy, claim.trial, state=TrialState.FAIL)
             else:
                 self.heartbeat.release(claim.trial)
+
+    def report(self, claim: Claim, epoch: int, value: float | None) -> None:
+        """Validation accuracy after `epoch` as the trial's intermediate value: its curve in optuna-dashboard."""
+        reported = self._reported.setdefault(claim.trial._trial_id, set())
+        if epoch >= 1 and value is not None and epoch not in reported:
+            try:
+                claim.trial.report(float(value), epoch)
+                reported.add(epoch)
+            except optuna.exceptions.UpdateFinishedTrialError:
+                pass  # another worker ended the trial meanwhile (judged this one dead): its rerun reports
 
     def note_run(self, claim: Claim, run_id: str) -> bool:
         return self.set_attrs(claim.trial, {RUN_ID: run_id})

@@ -7,12 +7,16 @@ metrics, the record as JSON); each call under stores.retrying.
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
+import logging
 import os
 import time
 from typing import Any
 
-from mlflow.entities import Metric, Param, RunTag
+from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
+from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT, MLFLOW_GIT_COMMIT, MLFLOW_SOURCE_NAME, MLFLOW_SOURCE_TYPE
 
 from bench.errors import BenchError
 
@@ -20,6 +24,7 @@ from .credentials import redact
 from .stores import MLflowStore, retrying
 
 DEFAULT_URI = "sqlite:///mlflow.db"
+SYSTEM_METRICS_INTERVAL = 5.0  # seconds between samples of --system-metrics (MLflow's default is 10)
 BATCH = 900  # MLflow accepts at most 1000 metrics per log_batch call
 
 # ---------------------------------------------------------------------- tag names (the only place they are spelled)
@@ -163,11 +168,27 @@ class Tracker:
                 DATA_DIGEST: record.get("data_digest", ""),
                 DEVICE: record["device"],
                 GIT_COMMIT: record["git_commit"],
+                # MLflow's own source tags: the runs table's Source column and the run page's git commit
+                MLFLOW_SOURCE_NAME: f"bench study {self.study}",
+                MLFLOW_SOURCE_TYPE: "LOCAL",
+                **({MLFLOW_GIT_COMMIT: record["git_commit"]} if record["git_commit"] != "unknown" else {}),
             },
         )
+        if inputs := dataset_inputs(record):
+            self._call(self.client.log_inputs, run_id, inputs)
         summary = {k: record.get(k) for k in ("epochs_run", "seconds", "train_seconds", "images_per_s", "best_val_acc")}
         metrics = {**summary, "diverged": float(record["status"] == "diverged")}
         self.log_metrics(run_id, metrics, step=int(record["epochs_run"]), timestamp=timestamp)
+
+    def system_metrics(self, run_id: str):
+        """MLflow's system metrics sampler on `run_id`, started: every SYSTEM_METRICS_INTERVAL seconds
+        (MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL overrides) it logs system/* metrics; .finish() stops and flushes it."""
+        from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+        logging.getLogger("mlflow.system_metrics").setLevel(logging.WARNING)  # not 4 INFO lines per trial
+        monitor = SystemMetricsMonitor(run_id, sampling_interval=SYSTEM_METRICS_INTERVAL, tracking_uri=self.uri)
+        monitor.start()
+        return monitor
 
     def log_dict(self, run_id: str, obj: Any, name: str) -> None:
         self._call(self.client.log_dict, run_id, obj, name)
@@ -236,6 +257,31 @@ def prepare_ui(uri: str) -> int:
             client.set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND, TRAINING_KIND)
             n += 1
     return n
+
+
+SPLITS = (("train", "n_train_used"), ("validation", "n_val_used"), ("test", "n_test_used"))
+
+
+def dataset_inputs(record: dict[str, Any]) -> list[DatasetInput]:
+    """The trial's data as MLflow dataset inputs (the runs table's Dataset column): one per split it used, named
+    "CIFAR-10 <split>", its digest from the data's digest, the task and the split's size, its source the data
+    the record names (the torchvision download or an ImageFolder copy), its profile the number of images."""
+    out = []
+    for context, key in SPLITS:
+        n = record.get(key)
+        if not isinstance(n, (int, float)) or not n > 0:  # absent, 0, or NaN (a bundle's empty cell)
+            continue
+        task = record.get("config.task", "classify")
+        identity = f"{record.get('data_digest', '')}/{task}/{context}/{n}"
+        dataset = Dataset(
+            name=f"CIFAR-10 {context}",
+            digest=hashlib.sha256(identity.encode()).hexdigest()[:16],
+            source_type="local",
+            source=json.dumps({"uri": record["data_source"], "data_digest": record.get("data_digest", ""), "task": task}),
+            profile=json.dumps({"num_rows": int(n)}),
+        )
+        out.append(DatasetInput(dataset, tags=[InputTag(MLFLOW_DATASET_CONTEXT, context)]))
+    return out
 
 
 class RunLogger:

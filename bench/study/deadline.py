@@ -8,7 +8,9 @@ interrupted: writes to the stores (the per-epoch metrics included) finish first.
 
 from __future__ import annotations
 
+import os
 import signal
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -83,6 +85,26 @@ class Deadline:
         if self._pending and self._depth and not self._shielded:
             self._pending = False
             raise TimeBudgetReached()
+
+
+@contextmanager
+def ctrl_c_after() -> Iterator[None]:
+    """A short store write in the middle of training that Ctrl-C must not cut (an Optuna journal lock taken and never
+    released leaves every later write waiting): a SIGINT meanwhile is held back and handled as usual right after.
+    In the main thread (the only one Python runs signal handlers in); elsewhere nothing changes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: held.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if held and callable(previous):
+            previous(signal.SIGINT, None)  # Python's default raises KeyboardInterrupt here
+        elif held and previous == signal.SIG_DFL:
+            os.kill(os.getpid(), signal.SIGINT)  # the default action, now that the write is done
 
 
 def claim_estimates(study: Study, profile: str, device_kind: str, pack: int, workers: int) -> dict[tuple[str, str], float]:

@@ -18,7 +18,7 @@ from bench.config import TrialConfig, as_dict
 from bench.engine.loop import pack_key, train_packed
 
 from . import tracking as tags
-from .deadline import Deadline, TimeBudgetReached
+from .deadline import Deadline, TimeBudgetReached, ctrl_c_after
 from .liveness import WORKER_TOKEN, hostname
 from .progress import Progress, trial_line
 from .scheduler import JUDGED_DEAD, OOM_RETRY, STATUS, Claim, Scheduler, objective
@@ -84,7 +84,8 @@ class Executor:
 
             def on_epoch_of(j: int):
                 def on_epoch(epoch: int, m: dict) -> None:
-                    self.scheduler.report(claims[j], epoch, m.get("val_acc"))  # the trial's learning curve in Optuna
+                    with ctrl_c_after():  # the trial's learning curve in Optuna, never a journal write cut in half
+                        self.scheduler.report(claims[j], epoch, m.get("val_acc"))
                     if j == 0:
                         self.progress.status(f"{label} epoch {epoch}/{cfgs[0].epochs} val_acc {m.get('val_acc', 0):.3f}")
 

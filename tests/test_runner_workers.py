@@ -25,7 +25,8 @@ from bench.study import tracking as tags
 from bench.study.executor import Executor
 from bench.study.files import load_study
 from bench.study.progress import Progress
-from bench.study.scheduler import FAILURE, JUDGED_DEAD, SPREAD_START, UNWANTED, Claim, Scheduler, final_key, spread_point
+from bench.study.sampling import SPREAD_START, sampler_seed, spread_point
+from bench.study.scheduler import FAILURE, JUDGED_DEAD, UNWANTED, Claim, Scheduler, final_key
 from bench.study.tracking import Tracker
 
 from studyrun import SLOW_STUDY
@@ -309,6 +310,18 @@ def test_a_study_file_that_gained_or_lost_seeds_and_arms_claims_its_trials(tmp_p
 def test_spread_points_halve_the_gaps_in_order():
     assert [spread_point(i, 0.0, 1.0, log=False) for i in range(7)] == [0.5, 0.25, 0.75, 0.125, 0.625, 0.375, 0.875]
     assert [spread_point(i, 1e-4, 1.0, log=True) for i in range(3)] == pytest.approx([1e-2, 1e-3, 1e-1])
+
+
+def test_each_arm_samples_with_its_own_seed_fixed_by_study_arm_and_profile(tmp_path, schedulers):
+    """No two arms share one random stream (every arm was seeded 0), and a rerun draws the same points."""
+    study = study_of(tmp_path, TUNED_STUDY)
+    scheduler = schedulers(study, storage_of(tmp_path))
+    seeds = {arm.name: scheduler.tune_study(arm).sampler._rng.rng.randint(2**31) for arm in scheduler.arms}
+    assert len(set(seeds.values())) == len(seeds) >= 2
+    again = {arm.name: scheduler.tune_study(arm).sampler._rng.rng.randint(2**31) for arm in scheduler.arms}
+    assert again == seeds
+    assert sampler_seed("optimizer", "adam", "quick") == sampler_seed("optimizer", "adam", "quick")
+    assert len({sampler_seed(s, a, p) for s in ("optimizer", "dropout") for a in ("sgd", "adam") for p in ("quick", "full")}) == 8
 
 
 def test_each_arms_first_tuning_trials_spread_over_the_range_then_tpe_goes_on(tmp_path, schedulers):

@@ -6,7 +6,6 @@ once whoever runs it. Knows nothing of MLflow or training: it hands claims to an
 
 from __future__ import annotations
 
-import math
 import time
 import warnings
 from collections.abc import Callable
@@ -18,6 +17,7 @@ from optuna.trial import TrialState
 
 from .files import Arm, Study
 from .liveness import HOST, PID, TOKEN, Heartbeat, heartbeat_interval, stale_reason
+from .sampling import SpreadStartTPE, sampler_seed
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)  # the runner prints its own progress
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # TPE's constant_liar
@@ -29,40 +29,6 @@ UNWANTED = "its arm or seed is no longer in the study file"  # a queued final tr
 # Why a worker's trial ended elsewhere: it stalled past the grace period and another worker reruns it.
 JUDGED_DEAD = "judged dead by another worker while training (no heartbeat); rerun there"
 METRIC_NAME = "best_val_acc"  # what `objective` is, as Optuna's metric name; intermediate values: val_acc per epoch
-SPREAD_START = 3  # tuning trials per arm placed evenly over the range before TPE takes over
-
-
-def spread_point(i: int, low: float, high: float, log: bool) -> float:
-    """The i-th (0-based) point of a nested even spread over [low, high] (on the log scale if `log`): the
-    base-2 van der Corput sequence from 1/2: the middle, then the quarters (1/4, 3/4), then the eighths, ..."""
-    frac, denom, n = 0.0, 1.0, i + 1
-    while n:
-        denom *= 2
-        n, bit = divmod(n, 2)
-        frac += bit / denom
-    if log:
-        return math.exp(math.log(low) + frac * (math.log(high) - math.log(low)))
-    return low + frac * (high - low)
-
-
-class SpreadStartTPE(optuna.samplers.TPESampler):
-    """TPE whose first SPREAD_START trials of a float parameter spread evenly over its range instead of being
-    drawn at random. A small profile tunes with 2-4 trials per arm, and random draws cluster: seed 0's first three
-    learning rates on [1e-4, 1] all fall between 0.015 and 0.073, so every arm of the optimizer study got the same
-    three near-equal tries and Adam and RMSProp never saw a rate near 1e-3. Evenly spread, they see 1e-2, 1e-3 and
-    1e-1 on that range. The point is fixed by the trial's number, so parallel workers get distinct points; after
-    them, TPE (seeded; constant_liar so trials running in parallel get distinct suggestions) goes on."""
-
-    def __init__(self) -> None:
-        super().__init__(seed=0, n_startup_trials=SPREAD_START, constant_liar=True)
-
-    def sample_independent(self, study, trial, param_name, param_distribution):
-        dist = param_distribution
-        if trial.number < SPREAD_START and isinstance(dist, optuna.distributions.FloatDistribution) and dist.step is None:
-            return spread_point(trial.number, dist.low, dist.high, dist.log)
-        return super().sample_independent(study, trial, param_name, param_distribution)
-
-
 Execute = Callable[[list["Claim"]], list[bool]]  # trains claimed trials; one bool each: finished
 Admit = Callable[[str, Arm], bool]  # (stage, arm): whether a claim of it may start now (the time budget's say)
 DEFERRED = "deferred"  # final trial user attribute: popped but not started, the time left being too short for it
@@ -137,7 +103,7 @@ class Scheduler:
         return ostudy
 
     def tune_study(self, arm: Arm) -> optuna.Study:
-        return self._open(f"tune/{arm.name}", SpreadStartTPE())
+        return self._open(f"tune/{arm.name}", SpreadStartTPE(sampler_seed(self.study.name, arm.name, self.profile)))
 
     def final_study(self) -> optuna.Study:
         return self._open("final")

@@ -82,6 +82,8 @@ clean-venv:
 #   nohup make reference WORKERS=2 > reference.log 2>&1 &   (tail -f reference.log to follow)
 # BUDGET=SECONDS stops the whole run cleanly within that time (each study gets bench study --time-budget with what is
 # left); the bundle and report then hold what finished, and make reference REF_RESUME=1 BUDGET=... goes on.
+# REF_FROM=BUNDLE imports a bundle's runs into the stores first (bench import: refused if its definitions differ),
+# so only what it lacks trains, e.g. the seeds a study file gained: make reference REF_FROM=$(REF_DIR)/quick.json.gz
 REF_PROFILE ?= quick
 REF_WORK ?= build/reference
 REF_DIR ?= results/reference
@@ -91,6 +93,7 @@ REF_DATA := $(abspath $(or $(DATA_DIR),$(BENCH_DATA_DIR),data))
 .PHONY: reference
 reference: $(STAMP)
 	$(if $(REF_RESUME),,rm -rf $(REF_WORK) &&) mkdir -p $(REF_WORK) $(REF_DIR)
+	$(if $(REF_FROM),cd $(REF_WORK) && $(abspath $(VENV))/bin/bench import $(abspath $(REF_FROM)),)
 	set -e; end=$$(( $$(date +%s) + $(or $(BUDGET),0) )); for study in $(REF_STUDIES); do \
 	  budget=; if [ -n "$(BUDGET)" ]; then left=$$(( end - $$(date +%s) )); \
 	    if [ $$left -lt 10 ]; then echo "time budget reached before $$study: continue with make reference REF_RESUME=1 BUDGET=SECONDS"; break; fi; \

@@ -21,6 +21,8 @@ HOW_TO_READ = [
     "correction over the claim's parts, by an equivalence interval, or by an exact check that must pass in every run.",
     "Verdict rule: " + RULE,
     "A part within noise says how many seeds per arm would settle it: " + POWER_ASSUMPTION + ".",
+    "Seeds per arm are fixed by each study file before its runs, from a pilot (the rule: studies/README.md, "
+    '"Seeds"; each study\'s description gives the pilot figures); they are never raised until a result is significant.',
     "Scale: the profile (smoke, quick or full), the training images and epochs per run, and the device. A verdict "
     "below the full profile is labelled small scale; a study with runs missing says how much of it exists; runs that "
     "differ from the current study file are labelled, not mixed with others.",

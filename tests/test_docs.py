@@ -140,3 +140,26 @@ def test_every_relative_link_and_anchor_resolves(page):
         elif anchor and dest.suffix == ".md" and anchor not in anchors(dest):
             broken.append(f"{target}: no heading with anchor #{anchor}")
     assert not broken, f"{page.relative_to(ROOT)}: " + "; ".join(broken)
+
+
+def test_the_readme_shows_the_shipped_reference_summary_as_it_is():
+    """The README's claims table is results/reference/summary.md's (what `make reference` wrote), not a stale copy."""
+    summary = (ROOT / "results" / "reference" / "summary.md").read_text()
+    table = summary[: summary.index("\n![")]
+    assert table.count("\n| ") >= 20 and table in (ROOT / "README.md").read_text()
+
+
+def test_the_readme_per_study_table_has_each_studys_quick_seeds_and_trials():
+    """The README's per-study table (seeds, trials, --plan estimate at quick) follows the study files: a changed
+    seed count or arm list fails here until the row is updated."""
+    from bench.api import plan
+    from bench.study.files import list_studies
+
+    rows = re.findall(r"^\| ([\w-]+) \| (\d+) \| (\d+) \| ([\d.]+ (?:min|h)) \|", (ROOT / "README.md").read_text(), flags=re.M)
+    studies = {s.name: s for s in list_studies()}
+    assert sorted(r[0] for r in rows) == sorted(studies)
+    for name, seeds, trials, estimate in rows:
+        total = plan(name, profile="quick", device="cpu")["total"]
+        minutes = total["seconds"] / 60
+        shown = f"{minutes:.0f} min" if minutes < 59.5 else f"{minutes / 60:.1f} h"
+        assert (int(seeds), int(trials), estimate) == (len(studies[name].seeds("quick")), total["trials"], shown), name

@@ -42,6 +42,11 @@ def slow_env(tmp_path, data_dir) -> dict:
     return {**os.environ, "BENCH_STUDIES_DIR": str(studies), "BENCH_DATA_DIR": data_dir}
 
 
+def both_outputs(outs: list[tuple[str, str]]) -> str:
+    """Every worker's whole stdout and stderr, for a failed assertion (a repr of the list is cut short)."""
+    return "\n".join(f"--- worker {i}:\n{out}{err}" for i, (out, err) in enumerate(outs))
+
+
 def assert_each_trial_once(tmp_path, storage_url=None, uri=None):
     trials = finished_trials(tmp_path, storage_url)
     complete = Counter(final_key(t) for t in trials if t.state.name == "COMPLETE")
@@ -76,7 +81,7 @@ def test_two_processes_started_by_hand_share_the_study(tmp_path, data_dir):
         subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)
     ]
     outs = [p.communicate(timeout=300) for p in procs]
-    assert [p.returncode for p in procs] == [0, 0], "\n".join(f"--- worker {i}:\n{o}{e}" for i, (o, e) in enumerate(outs))
+    assert [p.returncode for p in procs] == [0, 0], both_outputs(outs)
     trials, _ = assert_each_trial_once(tmp_path)
     assert len({t.user_attrs["pid"] for t in trials if t.state.name == "COMPLETE"}) == 2
 
@@ -209,7 +214,7 @@ def test_cluster_postgres_storage_and_mlflow_server_two_workers(tmp_path, data_d
         wait_until(lambda: complete_count(tmp_path, optuna_url) >= 1, 300, "a finished trial")
         assert password not in command_lines()  # not on any command line `ps` shows
         outs = [p.communicate(timeout=400) for p in procs]
-        assert [p.returncode for p in procs] == [0, 0], "\n".join(f"--- worker {i}:\n{o}{e}" for i, (o, e) in enumerate(outs))
+        assert [p.returncode for p in procs] == [0, 0], both_outputs(outs)
         trials, runs = assert_each_trial_once(tmp_path, optuna_url, uri)
         assert len({t.user_attrs["pid"] for t in trials if t.state.name == "COMPLETE"}) == 2
         for r in runs:  # the storage password is never logged or printed

@@ -3,8 +3,10 @@ same verdicts as the bundle), refusals of bundles measured otherwise, and --as-s
 
 from __future__ import annotations
 
+import copy
 import gzip
 import json
+import shutil
 from dataclasses import replace
 from pathlib import Path
 
@@ -27,7 +29,7 @@ from report.sources import from_bundle, from_mlflow
 from conftest import ROOT
 
 REFERENCE = ROOT / "results" / "reference" / "quick.json.gz"
-STUDIES = ["optimizer", "transfer"]  # tuning trials, extras, two tasks' records, several claims
+STUDIES = ["optimizer", "localization"]  # tuning trials, extras, two tasks' records (classify, localize), several claims
 
 
 def verdicts(source) -> list[tuple]:
@@ -38,17 +40,34 @@ def verdicts(source) -> list[tuple]:
 
 
 @pytest.fixture(scope="module")
+def reference():
+    """The reference bundle, read once for the module's tests (they only read it)."""
+    return read_bundle(REFERENCE)
+
+
+@pytest.fixture(scope="module")
+def small_pca(tmp_path_factory, reference) -> Path:
+    """The reference's pca study, seed 0 only: a bundle of a few runs for the tests that import one and then
+    change it (a partial study imports as the runs it holds)."""
+    b = copy.copy(reference)
+    b.runs = reference.runs[(reference.runs["study"] == "pca") & (reference.runs["seed"] == 0)]
+    b.studies = {"pca": reference.studies["pca"]}
+    b.extras = {}
+    return write_bundle(b, tmp_path_factory.mktemp("small") / "pca0.json.gz")
+
+
+@pytest.fixture(scope="module")
 def imported(tmp_path_factory):
-    """The reference's optimizer and transfer studies imported into empty stores: (folder, tracking URI, counts)."""
+    """The reference's optimizer and localization studies imported into empty stores: (folder, tracking URI, counts)."""
     folder = tmp_path_factory.mktemp("imported")
     uri, storage = f"sqlite:///{folder / 'mlflow.db'}", f"sqlite:///{folder / 'optuna.db'}"
     counts = import_bundles([str(REFERENCE)], uri, storage, STUDIES, say=lambda _: None)
     return folder, uri, storage, counts
 
 
-def test_every_run_lands_in_mlflow_marked_as_imported(imported):
+def test_every_run_lands_in_mlflow_marked_as_imported(imported, reference):
     _, uri, _, counts = imported
-    bundle = read_bundle(REFERENCE)
+    bundle = reference
     client = MlflowClient(uri)
     for study in STUDIES:
         rows = bundle.runs[bundle.runs["study"] == study]
@@ -90,9 +109,9 @@ def test_optuna_holds_the_finished_trials_so_the_study_is_complete(imported):
             scheduler.close()
 
 
-def test_bench_study_then_has_nothing_to_run_and_a_second_import_adds_nothing(imported, bench_cli, monkeypatch):
+def test_bench_study_then_has_nothing_to_run_and_a_second_import_adds_nothing(imported, reference, bench_cli, monkeypatch):
     folder, uri, storage, _ = imported
-    bundle = read_bundle(REFERENCE)
+    bundle = reference
     n = int((bundle.runs["study"] == "optimizer").sum())  # its tuning and final trials
     monkeypatch.chdir(folder)
     code, out, err = bench_cli("study", "optimizer", "--profile", "quick", "--tracking-uri", uri, "--storage", storage)
@@ -112,9 +131,9 @@ def test_the_report_from_the_imported_store_gives_the_bundles_verdicts(imported)
     assert mine == theirs
 
 
-def test_a_records_identity_columns_are_what_the_loader_adds():
+def test_a_records_identity_columns_are_what_the_loader_adds(reference):
     """record_of inverts report/load.py's flatten: importing writes each record as it was measured."""
-    bundle = read_bundle(REFERENCE)
+    bundle = reference
     for row in bundle.runs.sample(20, random_state=0).to_dict("records"):
         row = {k: v for k, v in row.items() if v == v}  # NaN: a value the row does not have
         tagged = {"bench.study": row["study"], "bench.arm": row["arm"], "bench.seed": str(row["seed"])}
@@ -126,9 +145,9 @@ def test_a_records_identity_columns_are_what_the_loader_adds():
         assert {k: back[k] for k in record_of(row)} == record_of(row)
 
 
-def changed_bundle(tmp_path: Path, change) -> Path:
-    """The reference bundle with `change(doc)` applied, written as a new file."""
-    doc = json.load(gzip.open(REFERENCE))
+def changed_bundle(tmp_path: Path, change, source: Path = REFERENCE) -> Path:
+    """The bundle at `source` (the reference) with `change(doc)` applied, written as a new file."""
+    doc = json.load(gzip.open(source))
     change(doc)
     path = tmp_path / "changed.json.gz"
     with gzip.open(path, "wt") as f:
@@ -148,44 +167,41 @@ def test_a_bundle_of_another_definition_is_refused_before_anything_is_written(tm
     assert code == 2 and "nothing was written" in err and "--as-source" in err and len(err.strip().splitlines()) == 1
 
 
-def test_a_bundle_measured_on_other_data_than_the_stores_runs_is_refused(tmp_path):
+def test_a_bundle_measured_on_other_data_than_the_stores_runs_is_refused(tmp_path, small_pca):
     uri, storage = f"sqlite:///{tmp_path / 'mlflow.db'}", f"sqlite:///{tmp_path / 'optuna.db'}"
-    import_bundles([str(REFERENCE)], uri, storage, ["pca"], say=lambda _: None)
+    import_bundles([str(small_pca)], uri, storage, ["pca"], say=lambda _: None)
 
     def other_data(doc):
         for run in doc["runs"]:
             run["data_digest"], run["data_source"] = "0123456789abcdef", "CIFAR-10"
 
     with pytest.raises(ImportRefused, match=r"pca \(quick\): measured on CIFAR-10 \(data 0123456789abcdef\)"):
-        import_bundles([str(changed_bundle(tmp_path, other_data))], uri, storage, ["pca"], say=lambda _: None)
+        import_bundles([str(changed_bundle(tmp_path, other_data, small_pca))], uri, storage, ["pca"], say=lambda _: None)
 
 
-def test_as_source_keeps_the_bundle_for_the_report_and_writes_no_store(tmp_path, bench_cli, monkeypatch):
+def test_as_source_keeps_the_bundle_for_the_report_and_writes_no_store(tmp_path, small_pca, bench_cli, monkeypatch):
     import bench.study.importer as importer
 
     kept = tmp_path / "sources"
     monkeypatch.setattr(importer, "SOURCES", kept)
     monkeypatch.chdir(tmp_path)
-    b = read_bundle(REFERENCE)
-    b.runs = b.runs[b.runs["study"] == "pca"]
-    b.studies = {"pca": b.studies["pca"]}
-    path = write_bundle(b, tmp_path / "mine.json.gz")
+    path = Path(shutil.copyfile(small_pca, tmp_path / "mine.json.gz"))
     code, out, _ = bench_cli("import", str(path), "--as-source")
     assert code == 0 and (kept / "mine.json.gz").is_file() and "kept as a report source" in out
     assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "optuna").exists()
 
 
-def test_an_interrupted_import_is_completed_by_the_next(tmp_path):
+def test_an_interrupted_import_is_completed_by_the_next(tmp_path, small_pca):
     """A kill between the MLflow run and its Optuna trial: the next import adds the trial, not a second run."""
     uri, storage = f"sqlite:///{tmp_path / 'mlflow.db'}", f"sqlite:///{tmp_path / 'optuna.db'}"
-    import_bundles([str(REFERENCE)], uri, storage, ["pca"], say=lambda _: None)
+    import_bundles([str(small_pca)], uri, storage, ["pca"], say=lambda _: None)
     final = optuna.load_study(study_name="pca/quick/final", storage=storage)
     lost = final.get_trials()[0]
     optuna.delete_study(study_name="pca/quick/final", storage=storage)
     kept = optuna.create_study(study_name="pca/quick/final", storage=storage, direction="maximize")
     for t in final.get_trials()[1:]:
         kept.add_trial(t)
-    counts = import_bundles([str(REFERENCE)], uri, storage, ["pca"], say=lambda _: None)
+    counts = import_bundles([str(small_pca)], uri, storage, ["pca"], say=lambda _: None)
     assert (counts[0].runs, counts[0].trials) == (0, 1)
     again = optuna.load_study(study_name="pca/quick/final", storage=storage).get_trials()
     assert sorted(t.user_attrs["imported_run_id"] for t in again) == sorted(

@@ -158,6 +158,7 @@ class StudyImport:
         self.scheduler = Scheduler(study, profile, open_storage(storage_url), DEFAULT_GRACE)
         self.counts = Counts(study.name, profile)
         self.parent: str | None = None
+        self.trials: dict[str, list] = {}  # Optuna study name -> its trials, read once (StudyImport._trials)
         self.source = f"{path.name} ({bundle.label})"
         self.tuned = study.tuning.param if study.tuning is not None and study.tuning_trials(profile) else None
         here = self.tracker.search(f"attributes.status = 'FINISHED' AND tags.`{tags.PROFILE}` = '{profile}'")
@@ -186,7 +187,7 @@ class StudyImport:
     # ------------------------------------------------------------------ one trial each
     def _tune(self, arm, row: dict[str, Any]) -> None:
         ostudy = self.scheduler.tune_study(arm)
-        trials = ostudy.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        trials = [t for t in self._trials(ostudy) if t.state == TrialState.COMPLETE]
         origin = origin_of(row)
         if any(origin in (t.user_attrs.get(IMPORTED), t.user_attrs.get(RUN_ID)) for t in trials):
             self.counts.skipped += 1
@@ -203,7 +204,7 @@ class StudyImport:
     def _final(self, row: dict[str, Any]) -> None:
         ostudy = self.scheduler.final_study()
         key = (row["arm"], int(row["seed"]))
-        done = [t for t in ostudy.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if final_key(t) == key]
+        done = [t for t in self._trials(ostudy) if t.state == TrialState.COMPLETE and final_key(t) == key]
         if done:
             self.counts.skipped += 1
             return
@@ -215,7 +216,7 @@ class StudyImport:
         """The run into MLflow (unless its origin is there already), then its trial into Optuna."""
         origin = origin_of(row)
         record = record_of(row)
-        number = len(ostudy.get_trials(deepcopy=False))
+        number = len(self._trials(ostudy))
         run_id = self.in_store.get(origin)
         if run_id is None:
             run_id = self._write_run(row, record, ostudy.study_name, number, {value_tag: value} if value_tag else {})
@@ -233,7 +234,15 @@ class StudyImport:
             intermediate_values=steps,
         )
         ostudy.add_trial(trial)
+        self.trials[ostudy.study_name].append(trial)
         self.counts.trials += 1
+
+    def _trials(self, ostudy) -> list:
+        """The Optuna study's trials: read from the storage once, then kept as this import adds to them (reading
+        them whole for every trial added made an import quadratic in its trials)."""
+        if ostudy.study_name not in self.trials:
+            self.trials[ostudy.study_name] = ostudy.get_trials(deepcopy=False)
+        return self.trials[ostudy.study_name]
 
     def _write_run(self, row, record, optuna_study: str, number: int, value: dict[str, Any]) -> str:
         start = int(row.get("start_time") or 0) or None
@@ -253,10 +262,9 @@ class StudyImport:
             **({tags.PACKED: str(int(row["packed"]))} if not is_missing(row.get("packed")) and row["packed"] > 1 else {}),
         }
         params = {k[len("config.") :]: v for k, v in record.items() if k.startswith("config.")}
-        run_id = self.tracker.start_run(row.get("run_name") or "", run_tags, params, self._parent(), start)
-        self.tracker.log_metric_items(run_id, epoch_metrics(row, start or 0))
+        run_id = self.tracker.start_run(row.get("run_name") or "", run_tags, None, self._parent(), start)
         end = (start or 0) + int(1000 * float(record.get("seconds") or 0)) or None
-        self.tracker.log_record(run_id, record, timestamp=end)
+        self.tracker.log_record(run_id, record, timestamp=end, params=params, metrics=epoch_metrics(row, start or 0))
         self.tracker.end_run(run_id, "FINISHED", end)
         self.in_store[origin_of(row)] = run_id
         return run_id

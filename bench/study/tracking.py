@@ -17,6 +17,7 @@ from typing import Any
 from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT, MLFLOW_GIT_COMMIT, MLFLOW_SOURCE_NAME, MLFLOW_SOURCE_TYPE
+from mlflow.utils.validation import MAX_ENTITIES_PER_BATCH, MAX_PARAMS_TAGS_PER_BATCH
 
 from bench.errors import BenchError
 
@@ -25,7 +26,6 @@ from .stores import MLflowStore, retrying
 
 DEFAULT_URI = "sqlite:///mlflow.db"
 SYSTEM_METRICS_INTERVAL = 5.0  # seconds between samples of --system-metrics (MLflow's default is 10)
-BATCH = 900  # MLflow accepts at most 1000 metrics per log_batch call
 
 # ---------------------------------------------------------------------- tag names (the only place they are spelled)
 STUDY = "bench.study"  # study name, on every run and on the experiment
@@ -141,28 +141,45 @@ class Tracker:
             self.log_params(run.info.run_id, params)
         return run.info.run_id
 
+    def log_batch(self, run_id: str, params: dict[str, Any] | None = None, metrics=(), tags: dict[str, Any] | None = None):
+        """Params, metrics (mlflow Metric items) and tags in as few log_batch calls as MLflow accepts (at most 100
+        params and 100 tags, 1000 entries in all, per call): each call is a store round trip."""
+        p = [Param(k, str(v)[:6000]) for k, v in (params or {}).items()]
+        t = [RunTag(k, str(v)) for k, v in (tags or {}).items()]
+        m = list(metrics)
+        while p or t or m:
+            chunk_p, chunk_t, p, t = (
+                p[:MAX_PARAMS_TAGS_PER_BATCH],
+                t[:MAX_PARAMS_TAGS_PER_BATCH],
+                p[MAX_PARAMS_TAGS_PER_BATCH:],
+                t[MAX_PARAMS_TAGS_PER_BATCH:],
+            )
+            room = MAX_ENTITIES_PER_BATCH - len(chunk_p) - len(chunk_t)
+            chunk_m, m = m[:room], m[room:]
+            self._call(self.client.log_batch, run_id, metrics=chunk_m, params=chunk_p, tags=chunk_t)
+
     def log_params(self, run_id: str, params: dict[str, Any]) -> None:
-        items = [Param(k, str(v)[:6000]) for k, v in params.items()]
-        for i in range(0, len(items), 100):
-            self._call(self.client.log_batch, run_id, params=items[i : i + 100])
+        self.log_batch(run_id, params=params)
 
     def set_tags(self, run_id: str, tags: dict[str, Any]) -> None:
-        self._call(self.client.log_batch, run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+        self.log_batch(run_id, tags=tags)
 
     def log_metrics(self, run_id: str, metrics: dict[str, float], step: int, timestamp: int | None = None) -> None:
-        now = timestamp or int(time.time() * 1000)
-        self.log_metric_items(run_id, [Metric(k, float(v), now, step) for k, v in metrics.items() if v is not None])
+        self.log_batch(run_id, metrics=step_metrics(metrics, step, timestamp))
 
-    def log_metric_items(self, run_id: str, items: list[Metric]) -> None:
-        for i in range(0, len(items), BATCH):
-            self._call(self.client.log_batch, run_id, metrics=items[i : i + BATCH])
-
-    def log_record(self, run_id: str, record: dict[str, Any], timestamp: int | None = None) -> None:
-        """A finished trial's record: record.json, the tags of where and on what it ran, its summary metrics."""
+    def log_record(
+        self, run_id: str, record: dict[str, Any], timestamp: int | None = None, params: dict[str, Any] | None = None, metrics=()
+    ) -> None:
+        """A finished trial's record: record.json, the tags of where and on what it ran, its summary metrics (and
+        `params` and `metrics` not logged yet: an imported run's), in one log_batch where they fit."""
         self.log_dict(run_id, record, "record.json")
-        self.set_tags(
+        summary = {k: record.get(k) for k in ("epochs_run", "seconds", "train_seconds", "images_per_s", "best_val_acc")}
+        summary["diverged"] = float(record["status"] == "diverged")
+        self.log_batch(
             run_id,
-            {
+            params=params,
+            metrics=[*metrics, *step_metrics(summary, int(record["epochs_run"]), timestamp)],
+            tags={
                 STATUS: record["status"],
                 DATA_SOURCE: record["data_source"],
                 DATA_DIGEST: record.get("data_digest", ""),
@@ -176,9 +193,6 @@ class Tracker:
         )
         if inputs := dataset_inputs(record):
             self._call(self.client.log_inputs, run_id, inputs)
-        summary = {k: record.get(k) for k in ("epochs_run", "seconds", "train_seconds", "images_per_s", "best_val_acc")}
-        metrics = {**summary, "diverged": float(record["status"] == "diverged")}
-        self.log_metrics(run_id, metrics, step=int(record["epochs_run"]), timestamp=timestamp)
 
     def system_metrics(self, run_id: str):
         """MLflow's system metrics sampler on `run_id`, started: every SYSTEM_METRICS_INTERVAL seconds
@@ -232,6 +246,12 @@ class Tracker:
         for run in runs:
             self.fail_run(run.info.run_id, reason)
         return len(runs)
+
+
+def step_metrics(metrics: dict[str, float | None], step: int, timestamp: int | None = None) -> list[Metric]:
+    """{name: value} at one step as MLflow Metric items (a None value is left out), stamped `timestamp` (ms; default now)."""
+    now = timestamp or int(time.time() * 1000)
+    return [Metric(k, float(v), now, step) for k, v in metrics.items() if v is not None]
 
 
 def store_digests(uri: str, study: str, profile: str) -> dict[str, str]:

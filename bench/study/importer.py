@@ -241,7 +241,7 @@ class StudyImport:
         """The Optuna study's trials: read from the storage once, then kept as this import adds to them (reading
         them whole for every trial added made an import quadratic in its trials)."""
         if ostudy.study_name not in self.trials:
-            self.trials[ostudy.study_name] = ostudy.get_trials(deepcopy=False)
+            self.trials[ostudy.study_name] = list(ostudy.get_trials(deepcopy=False))  # a list of our own: appended to
         return self.trials[ostudy.study_name]
 
     def _write_run(self, row, record, optuna_study: str, number: int, value: dict[str, Any]) -> str:

@@ -148,12 +148,8 @@ class Tracker:
         t = [RunTag(k, str(v)) for k, v in (tags or {}).items()]
         m = list(metrics)
         while p or t or m:
-            chunk_p, chunk_t, p, t = (
-                p[:MAX_PARAMS_TAGS_PER_BATCH],
-                t[:MAX_PARAMS_TAGS_PER_BATCH],
-                p[MAX_PARAMS_TAGS_PER_BATCH:],
-                t[MAX_PARAMS_TAGS_PER_BATCH:],
-            )
+            chunk_p, p = p[:MAX_PARAMS_TAGS_PER_BATCH], p[MAX_PARAMS_TAGS_PER_BATCH:]
+            chunk_t, t = t[:MAX_PARAMS_TAGS_PER_BATCH], t[MAX_PARAMS_TAGS_PER_BATCH:]
             room = MAX_ENTITIES_PER_BATCH - len(chunk_p) - len(chunk_t)
             chunk_m, m = m[:room], m[room:]
             self._call(self.client.log_batch, run_id, metrics=chunk_m, params=chunk_p, tags=chunk_t)

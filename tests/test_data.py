@@ -428,9 +428,28 @@ def test_pca_decorrelated_sorted_and_fitted_on_train_only():
 def test_pca_fit_is_deterministic_with_subsampling(monkeypatch):
     monkeypatch.setattr(bn, "FIT_MAX_IMAGES", 100)
     x = rand_images(400)
-    a, b = fit_normalizer("zca", x), fit_normalizer("zca", x)
+    a = fit_normalizer("zca", x)
+    bn._last_eig.clear()  # a second fit from scratch, not the one kept
+    b = fit_normalizer("zca", x)
     assert torch.equal(a.matrix, b.matrix) and torch.equal(a.mean, b.mean)
     assert not torch.allclose(a.mean, x.flatten(1).float().mean(0))  # used a subsample
+
+
+def test_pca_and_zca_arms_on_one_training_set_share_one_eigendecomposition(monkeypatch):
+    fits, fit = [], bn._fit_eig
+    monkeypatch.setattr(bn, "_fit_eig", lambda x: fits.append(len(x)) or fit(x))
+    bn._last_eig.clear()
+    x = correlated_images()
+    got = [fit_normalizer("pca", x, pca_k=6), fit_normalizer("pca_whiten", x.clone(), pca_k=4), fit_normalizer("zca", x)]
+    assert fits == [len(x)]  # the same images (a copy too): one covariance and eigh
+    changed = x.clone()
+    changed[0, 0, 0, 0] ^= 1
+    fit_normalizer("zca", changed)
+    fit_normalizer("zca", x[:-10])
+    assert fits == [len(x)] * 2 + [len(x) - 10]  # one pixel or one image fewer: fitted again
+    bn._last_eig.clear()
+    fresh = [fit_normalizer("pca", x, pca_k=6), fit_normalizer("pca_whiten", x, pca_k=4), fit_normalizer("zca", x)]
+    assert all(torch.equal(a.matrix, b.matrix) and torch.equal(a.mean, b.mean) for a, b in zip(got, fresh))
 
 
 def test_fit_normalizer_errors():

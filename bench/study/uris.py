@@ -1,0 +1,45 @@
+"""Store addresses as they are printed and as they are used: URLs with their passwords hidden, a server's health
+address without its credentials, and the form MLflow's client is given (a leaf: the stores, the tracker, the
+importer and the report all use it)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+
+def redact(url: str) -> str:
+    """Hide the passwords in a URL (or a message holding one): postgresql://user:secret@host/db, a password
+    holding an unencoded "@" (everything between "user:" and the last "@" before the host), and a
+    password=... query parameter."""
+    url = re.sub(r"(://[^:/@?#\s]+:)[^/?#\s]*@", r"\1***@", url)
+    return re.sub(r"([?&;](?:password|passwd|pwd)=)[^&;#\s]*", r"\1***", url, flags=re.IGNORECASE)
+
+
+def health_url(uri: str) -> str:
+    """A tracking server's /health address, without any user:password@ of the URI (urllib would take it for
+    part of the host name; the health check needs no credentials)."""
+    parts = urlsplit(uri)
+    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2], path=parts.path.rstrip("/") + "/health"))
+
+
+def client_uri(uri: str) -> str:
+    """`uri` as MLflow's client should get it: a SQLite path made absolute (and ~ expanded, as MLflowStore does).
+
+    MLflow keeps one store per URI string for the life of the process, so a relative `sqlite:///mlflow.db` opened
+    again after a change of working directory (the Python API, a notebook, a test) would reach the first folder's
+    file. Other URIs are returned as they are."""
+    if not uri.startswith("sqlite:///"):
+        return uri
+    path, sep, query = uri[len("sqlite:///") :].partition("?")
+    if not path or path == ":memory:":
+        return uri
+    return f"sqlite:///{Path(path).expanduser().resolve()}{sep}{query}"
+
+
+def mlflow_client(uri: str):
+    """An MlflowClient for the tracking URI `uri` (see client_uri)."""
+    from mlflow.tracking import MlflowClient  # here: the report's bundle reader uses this leaf without MLflow
+
+    return MlflowClient(tracking_uri=client_uri(uri))

@@ -10,6 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from bench.study.stores import one_line
+from bench.study.uris import mlflow_client
 
 from .figures import FigureMaker
 from .frame import distinct
@@ -96,9 +97,7 @@ def build_report(
     store = next((s.store for s in sources if s.store), None)
     run_id, link, client = None, None, None
     if store is not None:
-        from mlflow.tracking import MlflowClient
-
-        client = MlflowClient(tracking_uri=store)
+        client = mlflow_client(store)
         try:
             exp = client.get_experiment_by_name(REPORT_EXPERIMENT)
             exp_id = exp.experiment_id if exp else client.create_experiment(REPORT_EXPERIMENT, tags={"bench.kind": "report"})

@@ -12,9 +12,9 @@ import pandas as pd
 
 from bench.errors import BenchError
 from bench.study.bundles import Bundle, BundleError, definition, write_bundle
-from bench.study.credentials import redact
 from bench.study.files import PROFILES, Study
 from bench.study.tracking import missing_store
+from bench.study.uris import redact
 from bench.versions import library_versions
 
 from .frame import distinct, profile_of

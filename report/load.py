@@ -14,6 +14,8 @@ from typing import Any
 import pandas as pd
 from mlflow.tracking import MlflowClient
 
+from bench.study.uris import mlflow_client
+
 DEFAULT_UI = "http://127.0.0.1:5000"  # where `bench ui` serves the MLflow UI
 REPORT_EXPERIMENT = "bench/report"  # report builds are logged here; not a study
 
@@ -80,7 +82,7 @@ def _experiments(client: MlflowClient, study: str | None) -> list:
 
 def study_file_params(tracking_uri: str) -> dict[str, str]:
     """{study: the study file its newest execution read} (param `study_file` of the parent runs, bench.kind=study)."""
-    client = MlflowClient(tracking_uri=tracking_uri)
+    client = mlflow_client(tracking_uri)
     ids = [e.experiment_id for e in _experiments(client, None)]
     runs = (
         client.search_runs(ids, "tags.`bench.kind` = 'study'", max_results=5000, order_by=["attributes.start_time ASC"])
@@ -112,7 +114,7 @@ def load_runs(tracking_uri: str, study: str | None = None, ui: str | None = None
     Where one (study, profile, stage, arm, seed) was run more than once (a study rerun
     into a fresh Optuna storage), final runs keep the newest; tune runs are all kept.
     """
-    client = MlflowClient(tracking_uri=tracking_uri)
+    client = mlflow_client(tracking_uri)
     exps = _experiments(client, study)
     with _no_download_bars():
         rows, unread = _records(client, exps, ui)
@@ -190,7 +192,7 @@ def load_extras(tracking_uri: str, study: str | None = None, ui: str | None = No
     """The study extras (format: report/frame.py, "Extras"): for each study and extra name (tags bench.study,
     bench.extra) the newest FINISHED run tagged bench.kind=extra, its artifact `<extra>.json` parsed, plus
     "run_id", "url" and "start_time". A run without its artifact is skipped (an older one may stand in)."""
-    client = MlflowClient(tracking_uri=tracking_uri)
+    client = mlflow_client(tracking_uri)
     exps = _experiments(client, study)
     if not exps:
         return {}

@@ -15,9 +15,9 @@ import pandas as pd
 from bench.errors import BenchError
 from bench.study.bundles import SOURCES as KEPT
 from bench.study.bundles import read_bundle
-from bench.study.credentials import redact
 from bench.study.stores import MLflowStore, one_line
 from bench.study.tracking import missing_store
+from bench.study.uris import redact
 
 from .frame import PROFILE_ORDER
 from .scale import rank, short_device

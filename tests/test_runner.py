@@ -22,7 +22,7 @@ from studyrun import SLOW_STUDY, finished_trials, run_study, runs_of
 
 @pytest.mark.parametrize("name", [s.name for s in list_studies()])
 @pytest.mark.slow
-def test_study_smoke_end_to_end(tmp_path, data_dir, name):
+def test_study_smoke_end_to_end(tmp_path, data_dir, name, bench_cli, monkeypatch):
     study = get_study(name)
     proc = run_study(tmp_path, name, "--data-dir", data_dir)
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -62,8 +62,9 @@ def test_study_smoke_end_to_end(tmp_path, data_dir, name):
         assert r.info.status == "FINISHED" and f"{r.data.tags['bench.extra']}.json" in [
             a.path for a in client.list_artifacts(r.info.run_id)
         ]
-    again = run_study(tmp_path, name, "--data-dir", data_dir)  # finished: nothing reruns
-    assert again.returncode == 0 and "is complete" in again.stdout
+    monkeypatch.chdir(tmp_path)  # finished: nothing reruns (asked in this process: the first run was a fresh one)
+    status, out, err = bench_cli("study", name, "--profile", "smoke", "--no-progress", "--data-dir", data_dir)
+    assert status == 0 and "is complete" in out, out + err
     assert len(runs_of(tmp_path, name)[1]) == len(runs)
 
 

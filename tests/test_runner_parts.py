@@ -22,11 +22,11 @@ from mlflow.tracking import MlflowClient
 
 from bench.cli import main
 from bench.study import liveness, stores
-from bench.study.credentials import health_url, redact
 from bench.study.files import StudyError, get_study
 from bench.study.progress import Progress, trial_line
 from bench.study.runner import StudyRun, concurrency
 from bench.study.tracking import EXPERIMENT_KIND, TRAINING_KIND, Tracker, prepare_ui
+from bench.study.uris import client_uri, health_url, redact
 
 from conftest import needs_mlflow_server
 from studyrun import SLOW_STUDY
@@ -228,6 +228,27 @@ def test_experiments_are_tagged_as_training_runs_when_made_and_when_opened(tmp_p
     new = Tracker(uri, "new").experiment_id
     for exp_id in (old, new):
         assert client.get_experiment(exp_id).tags[EXPERIMENT_KIND] == TRAINING_KIND
+
+
+def test_the_default_relative_store_is_the_working_directorys_after_a_chdir(tmp_path, monkeypatch):
+    """sqlite:///mlflow.db (the default) is the mlflow.db of the working directory at each call, in one process:
+    MLflow keeps a store per URI string, so a relative one would keep reaching the first folder's file."""
+    from report.load import load_runs
+
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        monkeypatch.chdir(tmp_path / name)
+        Tracker("sqlite:///mlflow.db", f"study-{name}")
+        assert load_runs("sqlite:///mlflow.db").empty
+    names = {
+        folder: {e.name for e in MlflowClient(f"sqlite:///{tmp_path / folder / 'mlflow.db'}").search_experiments()}
+        for folder in ("a", "b")
+    }
+    assert names == {"a": {"Default", "bench/study-a"}, "b": {"Default", "bench/study-b"}}
+    assert client_uri("sqlite:///mlflow.db") == f"sqlite:///{tmp_path / 'b' / 'mlflow.db'}"
+    assert client_uri("sqlite:///~/x.db?mode=ro") == f"sqlite:///{os.path.expanduser('~/x.db')}?mode=ro"
+    for uri in ("sqlite:////abs/m.db", "http://127.0.0.1:5000", "sqlite:///:memory:", "postgresql://u@h/db"):
+        assert client_uri(uri) == uri
 
 
 def test_bench_ui_tags_every_bench_experiment_and_no_other(tmp_path, monkeypatch):

@@ -87,8 +87,8 @@ def cmd_ui(args) -> int:
 
     from bench.errors import BenchError
 
-    from .credentials import redact
     from .tracking import prepare_ui, tracking_uri
+    from .uris import redact
 
     if find_spec("flask") is None:  # mlflow-skinny (the core install) tracks runs but has no server or UI
         raise BenchError(f"bench ui needs {FULL_MLFLOW}")

@@ -23,7 +23,7 @@ import optuna
 from bench.errors import BenchError
 from bench.paths import writable_dir
 
-from .credentials import health_url, redact
+from .uris import health_url, redact
 
 T = TypeVar("T")
 # How long a store call is retried while its server is away, in seconds (BENCH_STORE_RETRY_SECONDS).

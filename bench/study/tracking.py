@@ -15,14 +15,13 @@ import time
 from typing import Any
 
 from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunTag
-from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT, MLFLOW_GIT_COMMIT, MLFLOW_SOURCE_NAME, MLFLOW_SOURCE_TYPE
 from mlflow.utils.validation import MAX_ENTITIES_PER_BATCH, MAX_PARAMS_TAGS_PER_BATCH
 
 from bench.errors import BenchError
 
-from .credentials import redact
 from .stores import MLflowStore, retrying
+from .uris import client_uri, mlflow_client, redact
 
 DEFAULT_URI = "sqlite:///mlflow.db"
 SYSTEM_METRICS_INTERVAL = 5.0  # seconds between samples of --system-metrics (MLflow's default is 10)
@@ -95,7 +94,7 @@ class Tracker:
         self.uri, self.study = uri, study
         self.store = MLflowStore(uri)
         self.store.check()  # reachable, credentials accepted, a SQLite file created whole
-        self.client = MlflowClient(tracking_uri=uri)
+        self.client = mlflow_client(uri)
         name = experiment_name(study)
         try:
             exp = self._call(self.client.get_experiment_by_name, name)
@@ -196,7 +195,7 @@ class Tracker:
         from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
 
         logging.getLogger("mlflow.system_metrics").setLevel(logging.WARNING)  # not 4 INFO lines per trial
-        monitor = SystemMetricsMonitor(run_id, sampling_interval=SYSTEM_METRICS_INTERVAL, tracking_uri=self.uri)
+        monitor = SystemMetricsMonitor(run_id, sampling_interval=SYSTEM_METRICS_INTERVAL, tracking_uri=client_uri(self.uri))
         monitor.start()
         return monitor
 
@@ -253,7 +252,7 @@ def step_metrics(metrics: dict[str, float | None], step: int, timestamp: int | N
 def store_digests(uri: str, study: str, profile: str) -> dict[str, str]:
     """{data digest: data source} of the finished runs of `study` at `profile` in the store at `uri` (runs from
     before the digest tag have none and do not count); nothing is created where the study has no experiment."""
-    client = MlflowClient(tracking_uri=uri)
+    client = mlflow_client(uri)
     exp = retrying(lambda: client.get_experiment_by_name(experiment_name(study)), MLflowStore(uri).describe("search"))
     if exp is None:
         return {}
@@ -266,7 +265,7 @@ def prepare_ui(uri: str) -> int:
     """Before `bench ui`: a new SQLite store created whole (no UI process migrates it), and every bench/*
     experiment tagged as training runs (those made before the tag existed). Returns how many were tagged."""
     MLflowStore(uri).check()
-    client = MlflowClient(tracking_uri=uri)
+    client = mlflow_client(uri)
     n = 0
     for exp in client.search_experiments(filter_string="name LIKE 'bench/%'", max_results=1000):
         if exp.tags.get(EXPERIMENT_KIND) != TRAINING_KIND:

@@ -1,8 +1,5 @@
 """Study files: every shipped study loads; malformed files fail naming file, field and expected form."""
 
-import subprocess
-import sys
-
 import pytest
 
 from bench.claims import CLAIMS
@@ -85,18 +82,11 @@ def test_malformed_study_names_file_field_expected(tmp_path, edit, field, expect
         assert f"field '{field}'" in message
 
 
-def test_cli_malformed_study_and_unknown_study_exit_2(tmp_path):
+def test_cli_malformed_study_and_unknown_study_exit_2(tmp_path, bench_cli):
     write(tmp_path, GOOD.replace('model = "mlp"', "model = 7"), name="broken")
-    env = {**__import__("os").environ, "BENCH_STUDIES_DIR": str(tmp_path)}
     for name, expected in [
         ("broken", "field 'base': model expects str"),
         ("missing", "unknown study 'missing'; valid studies: broken"),
     ]:
-        proc = subprocess.run(
-            [sys.executable, "-m", "bench", "study", name, "--profile", "smoke"],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        assert proc.returncode == 2 and expected in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+        status, _, err = bench_cli("study", name, "--profile", "smoke", env={"BENCH_STUDIES_DIR": str(tmp_path)})
+        assert status == 2 and expected in err and "Traceback" not in err, err

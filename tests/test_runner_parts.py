@@ -218,6 +218,42 @@ def test_new_sqlite_store_being_migrated_by_another_process_is_waited_for(tmp_pa
     assert exp.name == "bench/slow" and exp.tags[EXPERIMENT_KIND] == TRAINING_KIND
 
 
+def test_a_new_sqlite_store_is_a_copy_of_the_empty_one_mlflow_built_first(tmp_path, monkeypatch):
+    """MLflow's migrations run once per MLflow version (the empty store is kept in the cache); every later new store
+    is that copy with its Default experiment where MLflow would have put it, and works like one MLflow built."""
+    from bench.study import sqlite_store
+
+    monkeypatch.setenv("BENCH_CACHE_DIR", str(tmp_path / "cache"))
+    migrated, migrate = [], sqlite_store._migrate_sqlite_store
+    monkeypatch.setattr(sqlite_store, "_migrate_sqlite_store", lambda path: migrated.append(path) or migrate(path))
+
+    def new_store(name: str) -> MlflowClient:
+        (tmp_path / name).mkdir()
+        monkeypatch.chdir(tmp_path / name)
+        Tracker(f"sqlite:///{tmp_path / name / 'mlflow.db'}", "s")
+        return MlflowClient(f"sqlite:///{tmp_path / name / 'mlflow.db'}")
+
+    def schema(name: str) -> list:
+        with sqlite3.connect(tmp_path / name / "mlflow.db") as con:
+            return con.execute("SELECT type, name, sql FROM sqlite_master ORDER BY name").fetchall()
+
+    built = new_store("a")
+    (template,) = (tmp_path / "cache" / "mlflow").glob("empty-*.db")
+    before = time.time() * 1000
+    copied = new_store("b")
+    assert len(migrated) == 1 and schema("b") == schema("a")
+    for name, client in (("a", built), ("b", copied)):
+        default = client.get_experiment("0")
+        assert default.name == "Default" and default.artifact_location == str(tmp_path / name / "mlruns" / "0")
+        run = client.create_run(client.get_experiment_by_name("bench/s").experiment_id)
+        client.log_metric(run.info.run_id, "m", 1.0)
+        assert client.get_run(run.info.run_id).data.metrics == {"m": 1.0}
+    assert copied.get_experiment("0").creation_time >= before
+    template.write_bytes(b"not a database")  # a damaged template: built again, and replaced
+    assert new_store("c").get_experiment("0").name == "Default" and len(migrated) == 2
+    assert schema("c") == schema("a") and sqlite_store._sqlite_ready(template)
+
+
 def test_experiments_are_tagged_as_training_runs_when_made_and_when_opened(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"

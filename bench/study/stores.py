@@ -1,7 +1,7 @@
 """Opening the two stores a study writes (Optuna trials, MLflow runs) so that they survive what fails underneath.
 
 Calls are retried with backoff while a database or tracking server restarts; a full disk is one line naming the
-folder; a new SQLite store is created whole so that no reader sees it half-migrated.
+folder; a new SQLite store is created whole so that no reader sees it half-migrated (sqlite_store.py).
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ import errno
 import logging
 import os
 import shutil
-import sqlite3
 import sys
 import time
 from collections.abc import Callable
@@ -23,6 +22,7 @@ import optuna
 from bench.errors import BenchError
 from bench.paths import writable_dir
 
+from .sqlite_store import create_sqlite_store
 from .uris import health_url, redact
 
 T = TypeVar("T")
@@ -32,7 +32,6 @@ T = TypeVar("T")
 RETRY_SECONDS = 300.0
 FIRST_DELAY, MAX_DELAY = 0.5, 30.0
 MIN_FREE_MB = 32  # free space a store's folder needs before a study starts (a trial writes well under 1 MB)
-MIGRATION_WAIT = 60.0  # seconds to wait for another process to finish creating a new SQLite store
 DEFAULT_JOURNAL = "optuna/studies.journal"  # under the working directory (the project root via make)
 
 # Message fragments of errors that go away when the server comes back (PostgreSQL, MLflow's REST client,
@@ -284,73 +283,6 @@ def open_storage(url: str | None) -> optuna.storages.BaseStorage:
 
 
 # ---------------------------------------------------------------------- MLflow store
-def _sqlite_ready(path: Path) -> bool:
-    """Whether the SQLite MLflow store at `path` is fully migrated and holds its default experiment."""
-    from mlflow.store.db.utils import _get_latest_schema_revision
-
-    try:
-        with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5) as con:
-            version = con.execute("SELECT version_num FROM alembic_version").fetchone()
-            default = con.execute("SELECT count(*) FROM experiments WHERE experiment_id = 0").fetchone()
-    except sqlite3.Error:
-        return False
-    return bool(version) and version[0] == _get_latest_schema_revision() and bool(default and default[0])
-
-
-def create_sqlite_store(path: Path) -> None:
-    """Make sure a complete MLflow SQLite store exists at `path` without migrating it where others can see.
-
-    MLflow migrates a new SQLite file in place, and two processes doing so at once crash one another
-    (alembic: "Online migration expected to match one row"). Here the store is built whole in a temporary
-    file and linked into place; when another process (`mlflow ui`, a notebook) created the file first,
-    this waits until its migration is done instead of migrating alongside it."""
-    from bench.data.cache import locked
-
-    if path.exists():
-        _wait_ready(path)
-        return
-    with locked(path.with_name(path.name + ".lock")):  # bench processes: one of them builds it
-        if path.exists():
-            _wait_ready(path)
-            return
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        try:
-            _build_sqlite_store(tmp)
-            try:
-                os.link(tmp, path)  # atomic, and fails rather than replace a file another process made meanwhile
-            except FileExistsError:
-                _wait_ready(path)
-        finally:
-            for leftover in (tmp, tmp.with_name(tmp.name + "-journal")):
-                if leftover.exists():
-                    leftover.unlink()
-
-
-def _build_sqlite_store(tmp: Path) -> None:
-    from mlflow.store.tracking import DEFAULT_LOCAL_FILE_AND_ARTIFACT_PATH
-    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
-
-    uri = f"sqlite:///{tmp}"
-    quiet = [logging.getLogger(name) for name in ("mlflow.store.db.utils", "alembic")]
-    levels = [log.level for log in quiet]
-    for log in quiet:  # MLflow announces each migration step at INFO: the study's output stays the study's
-        log.setLevel(logging.WARNING)
-    try:
-        SqlAlchemyStore(uri, DEFAULT_LOCAL_FILE_AND_ARTIFACT_PATH)  # tables, migrations, default experiment
-    finally:
-        for log, level in zip(quiet, levels):
-            log.setLevel(level)
-    engine = SqlAlchemyStore._engine_map.pop(uri, None)  # MLflow caches engines per URI: close this one
-    if engine is not None:
-        engine.dispose()
-
-
-def _wait_ready(path: Path) -> None:
-    deadline = time.monotonic() + MIGRATION_WAIT
-    while not _sqlite_ready(path) and time.monotonic() < deadline:
-        time.sleep(0.2)  # past the deadline MLflow opens it as it is and says what is wrong
-
-
 class MLflowStore:
     """Where an MLflow tracking URI writes, and its checks before a study starts."""
 

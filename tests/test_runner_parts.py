@@ -233,9 +233,10 @@ def test_a_new_sqlite_store_is_a_copy_of_the_empty_one_mlflow_built_first(tmp_pa
         Tracker(f"sqlite:///{tmp_path / name / 'mlflow.db'}", "s")
         return MlflowClient(f"sqlite:///{tmp_path / name / 'mlflow.db'}")
 
-    def schema(name: str) -> list:
+    def schema(name: str) -> list:  # each table's columns and constraints (MLflow's own migrations order them at random)
         with sqlite3.connect(tmp_path / name / "mlflow.db") as con:
-            return con.execute("SELECT type, name, sql FROM sqlite_master ORDER BY name").fetchall()
+            rows = con.execute("SELECT type, name, sql FROM sqlite_master ORDER BY name").fetchall()
+        return [(kind, what, sorted(ln.strip().rstrip(",") for ln in (sql or "").splitlines())) for kind, what, sql in rows]
 
     built = new_store("a")
     (template,) = (tmp_path / "cache" / "mlflow").glob("empty-*.db")

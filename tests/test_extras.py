@@ -6,7 +6,7 @@ import math
 import pytest
 
 from bench.engine.components import OPTIMIZERS
-from bench.study.extras import LIMITS, SURFACES, best_lr, descend, trajectories
+from bench.study.extras import LIMITS, SURFACES, best_lr, descend, descend_many, trajectories
 
 ADAPTIVE, MOMENTUM = ("adagrad", "rmsprop", "adam"), ("sgd", "momentum", "nesterov")
 
@@ -47,6 +47,20 @@ def test_trajectories_cover_every_optimizer_and_surface(traj):
             assert run["loss"][-1] < run["loss"][0]  # the best grid lr makes progress for everyone
     sgd = traj["surfaces"]["quadratic"]["optimizers"]["sgd"]
     assert sgd["lr"] < 2 / 25  # SGD is only stable below 2 / (largest curvature)
+
+
+def test_paths_stepped_together_are_each_the_path_stepped_alone():
+    """descend_many: a row per learning rate, diverging ones among them, each exactly its own path."""
+    from bench.engine.components import OPTIMIZERS
+
+    spec = SURFACES["rotated"]
+    lrs = [1e-3, 0.03, 0.07, 0.5, 3.0]  # 0.5 and 3.0 diverge for the SGD family (adaptive steps stay bounded)
+    for name in OPTIMIZERS.names():
+        together = descend_many(name, spec.f, spec.start, lrs)
+        alone = [descend(name, spec.f, spec.start, lr) for lr in lrs]
+        assert together == alone, name
+        lengths = [len(path) for path, _ in alone]
+        assert lengths[0] == 101 and (lengths[-1] < 101) == (name in ("sgd", "momentum", "nesterov")), (name, lengths)
 
 
 def test_a_best_lr_on_the_grid_edge_widens_the_grid(traj):

@@ -73,8 +73,12 @@ class Optimizer:
         return [self.buffers[name][i] for i in live]
 
     def _descend(self, params: list[torch.Tensor], directions: list[torch.Tensor]) -> None:
-        """params -= lr * direction, with lr the device tensor."""
-        torch._foreach_sub_(params, torch._foreach_mul(directions, self.lr))
+        """params -= lr * direction, with lr the device tensor: 0-d, or of a shape that broadcasts against each
+        parameter (one learning rate per row: bench.study.extras steps a batch of paths at once)."""
+        if self.lr.dim():
+            torch._foreach_sub_(params, [d * self.lr for d in directions])
+        else:
+            torch._foreach_sub_(params, torch._foreach_mul(directions, self.lr))
 
 
 class SGD(Optimizer):
@@ -151,8 +155,7 @@ class Adam(Optimizer):
         correction1 = torch._foreach_add(torch._foreach_neg(torch._foreach_pow(self.beta1, t)), 1.0)  # 1 - b1^t, per parameter
         root2 = torch._foreach_sqrt(torch._foreach_add(torch._foreach_neg(torch._foreach_pow(ADAM_BETA2, t)), 1.0))
         denom = torch._foreach_add(torch._foreach_div(torch._foreach_sqrt(v), root2), EPS)
-        steps = torch._foreach_div(torch._foreach_div(m, denom), correction1)
-        torch._foreach_sub_(params, torch._foreach_mul(steps, self.lr))
+        self._descend(params, torch._foreach_div(torch._foreach_div(m, denom), correction1))
 
 
 @OPTIMIZERS.register("sgd", "plain stochastic gradient descent: w -= lr * g")

@@ -95,21 +95,33 @@ SURFACES: dict[str, Spec] = {
 
 def descend(name: str, f: Surface, start: tuple[float, float], lr: float, steps: int = STEPS) -> tuple[list, list]:
     """Path [(x, y)] and losses of optimizer `name` (the registry's own) on f from start."""
-    p = torch.tensor(start, dtype=torch.float64, requires_grad=True)
-    opt = OPTIMIZERS.get(name)([p], make_config({"optimizer": name, "lr": lr, "weight_decay": 0.0, "momentum": 0.9}))
-    loss = f(p[0], p[1])  # one evaluation per step: the loss after a step is the next step's
-    path, losses = [[float(v) for v in p.detach()]], [float(loss.detach())]
+    return descend_many(name, f, start, [lr], steps)[0]
+
+
+def descend_many(name: str, f: Surface, start: tuple[float, float], lrs: list[float], steps: int = STEPS) -> list[tuple]:
+    """descend() at each learning rate of `lrs`, stepped together: one parameter row and one learning rate per path
+    (every update is elementwise, so each row takes exactly the steps it would alone, in one call per step for all)."""
+    p = torch.tensor([start] * len(lrs), dtype=torch.float64, requires_grad=True)
+    opt = OPTIMIZERS.get(name)([p], make_config({"optimizer": name, "lr": lrs[0], "weight_decay": 0.0, "momentum": 0.9}))
+    opt.lr = torch.tensor(lrs, dtype=torch.float32)[:, None]  # a learning rate per row (Optimizer._descend)
+    loss = f(p[:, 0], p[:, 1])  # one evaluation per step: the loss after a step is the next step's
+    paths = [[point] for point in p.detach().tolist()]
+    losses = [[value] for value in loss.detach().tolist()]
+    alive = list(range(len(lrs)))
     for _ in range(steps):
         opt.zero_grad()
-        loss.backward()
+        loss.sum().backward()  # the rows are independent: each one's gradient is its own path's
         opt.step()
-        loss = f(p[0], p[1])
-        value = float(loss.detach())
-        path.append([float(v) for v in p.detach()])
-        losses.append(value if math.isfinite(value) else None)
-        if not math.isfinite(value) or value > 1e12:
-            break  # diverged: the path ends here
-    return path, losses
+        loss = f(p[:, 0], p[:, 1])
+        points, values = p.detach().tolist(), loss.detach().tolist()
+        for i in list(alive):
+            paths[i].append(points[i])
+            losses[i].append(values[i] if math.isfinite(values[i]) else None)
+            if not math.isfinite(values[i]) or values[i] > 1e12:
+                alive.remove(i)  # diverged: the path ends here (the row steps on, unrecorded)
+        if not alive:
+            break
+    return list(zip(paths, losses))
 
 
 def _lr(e: int) -> float:
@@ -123,13 +135,14 @@ def best_lr(name: str, f: Surface, start: tuple[float, float]) -> tuple[float, t
     runs: dict[int, tuple[list, list]] = {}
 
     def final(e: int) -> float:
-        if e not in runs:
-            runs[e] = descend(name, f, start, _lr(e))
         losses = runs[e][1]
         return losses[-1] if losses[-1] is not None and len(losses) == STEPS + 1 else math.inf
 
     lo, hi = GRID[0] * PER_DECADE, GRID[1] * PER_DECADE
     while True:
+        todo = [e for e in range(lo, hi + 1) if e not in runs]  # the grid, then each decade it is widened by
+        if todo:
+            runs.update(zip(todo, descend_many(name, f, start, [_lr(e) for e in todo])))
         best = min(range(lo, hi + 1), key=lambda e: (final(e), e))
         if best == hi and hi < LIMITS[1] * PER_DECADE:
             hi += PER_DECADE

@@ -35,6 +35,23 @@ def cifar(data_dir):
     return load_cifar10(data_dir)
 
 
+@pytest.fixture(scope="session")
+def smoke_study(tmp_path_factory, data_dir):
+    """name -> (folder, finished process) of `bench study NAME --profile smoke` in a folder of its own (fresh stores),
+    run once per session: every test that needs a finished smoke study reads the same one and changes nothing."""
+    from studyrun import run_study
+
+    done: dict[str, tuple[Path, object]] = {}
+
+    def run(name: str):
+        if name not in done:
+            folder = tmp_path_factory.mktemp(f"smoke-{name}")
+            done[name] = (folder, run_study(folder, name, "--data-dir", data_dir))
+        return done[name]
+
+    return run
+
+
 @pytest.fixture
 def bench_cli(capsys, monkeypatch):
     """`bench ARGS` run in this process (no interpreter start-up): (exit status, stdout, stderr).

@@ -102,10 +102,9 @@ def bench(cwd: Path, *args: str) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.slow
-def test_slots_cut_by_their_budget_end_as_one_uninterrupted_run(tmp_path: Path, data_dir):
-    whole = tmp_path / "whole"
-    whole.mkdir()
-    assert run_study(whole, "optimizer", "--data-dir", data_dir).returncode == 0
+def test_slots_cut_by_their_budget_end_as_one_uninterrupted_run(tmp_path: Path, data_dir, smoke_study):
+    whole, proc = smoke_study("optimizer")  # the study run whole, in one go (tests/test_runner.py checks it too)
+    assert proc.returncode == 0, proc.stderr
 
     carried, budget, said = None, 8, []
     for slot in range(1, 8):  # each slot a fresh working directory: its stores are only what it imports

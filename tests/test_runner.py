@@ -22,9 +22,9 @@ from studyrun import SLOW_STUDY, finished_trials, run_study, runs_of
 
 @pytest.mark.parametrize("name", [s.name for s in list_studies()])
 @pytest.mark.slow
-def test_study_smoke_end_to_end(tmp_path, data_dir, name, bench_cli, monkeypatch):
+def test_study_smoke_end_to_end(smoke_study, data_dir, name, bench_cli, monkeypatch):
     study = get_study(name)
-    proc = run_study(tmp_path, name, "--data-dir", data_dir)
+    tmp_path, proc = smoke_study(name)  # run here, or by an earlier test that needed the finished study (it only read it)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stdout.splitlines()[0] == "profile: smoke (chosen with --profile)"
     client, runs = runs_of(tmp_path, name)

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import optuna
 import pytest
@@ -26,7 +27,7 @@ from bench.study.files import StudyError, get_study
 from bench.study.progress import Progress, trial_line
 from bench.study.runner import StudyRun, concurrency
 from bench.study.tracking import EXPERIMENT_KIND, TRAINING_KIND, Tracker, prepare_ui
-from bench.study.uris import client_uri, health_url, redact
+from bench.study.uris import client_uri, health_url, redact, sqlite_path
 
 from conftest import needs_mlflow_server
 from studyrun import SLOW_STUDY
@@ -286,6 +287,8 @@ def test_the_default_relative_store_is_the_working_directorys_after_a_chdir(tmp_
     assert client_uri("sqlite:///~/x.db?mode=ro") == f"sqlite:///{os.path.expanduser('~/x.db')}?mode=ro"
     for uri in ("sqlite:////abs/m.db", "http://127.0.0.1:5000", "sqlite:///:memory:", "postgresql://u@h/db"):
         assert client_uri(uri) == uri
+    assert sqlite_path("sqlite:///~/x.db?mode=ro") == Path("~/x.db").expanduser().resolve()
+    assert sqlite_path("sqlite:///:memory:") is None and sqlite_path("http://127.0.0.1:5000") is None
 
 
 def test_bench_ui_tags_every_bench_experiment_and_no_other(tmp_path, monkeypatch):

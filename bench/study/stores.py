@@ -23,7 +23,7 @@ from bench.errors import BenchError
 from bench.paths import writable_dir
 
 from .sqlite_store import create_sqlite_store
-from .uris import health_url, redact
+from .uris import health_url, redact, sqlite_path
 
 T = TypeVar("T")
 # How long a store call is retried while its server is away, in seconds (BENCH_STORE_RETRY_SECONDS).
@@ -288,7 +288,7 @@ class MLflowStore:
 
     def __init__(self, uri: str):
         self.uri = uri
-        self.sqlite = Path(uri[len("sqlite:///") :]).expanduser().resolve() if uri.startswith("sqlite:///") else None
+        self.sqlite = sqlite_path(uri)
 
     def describe(self, op: str) -> Where:
         return Where(f"the MLflow store {redact(self.uri)} ({op})", self.sqlite.parent if self.sqlite else None)

@@ -21,7 +21,7 @@ from mlflow.utils.validation import MAX_ENTITIES_PER_BATCH, MAX_PARAMS_TAGS_PER_
 from bench.errors import BenchError
 
 from .stores import MLflowStore, retrying
-from .uris import client_uri, mlflow_client, redact
+from .uris import client_uri, mlflow_client, redact, sqlite_path
 
 DEFAULT_URI = "sqlite:///mlflow.db"
 SYSTEM_METRICS_INTERVAL = 5.0  # seconds between samples of --system-metrics (MLflow's default is 10)
@@ -71,9 +71,8 @@ def tracking_uri(cli_value: str | None = None) -> str:
 
 def missing_store(uri: str) -> bool:
     """A SQLite store whose file does not exist (opening it would create an empty one)."""
-    from pathlib import Path
-
-    return uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///") :]).expanduser().exists()
+    path = sqlite_path(uri)
+    return path is not None and not path.exists()
 
 
 def experiment_name(study: str) -> str:

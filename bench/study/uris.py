@@ -24,18 +24,24 @@ def health_url(uri: str) -> str:
     return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2], path=parts.path.rstrip("/") + "/health"))
 
 
+def sqlite_path(uri: str) -> Path | None:
+    """The file of a `sqlite:///` URI, absolute and with ~ expanded (its ?query left off); None for any other URI
+    and for an in-memory database."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    path = uri[len("sqlite:///") :].partition("?")[0]
+    return Path(path).expanduser().resolve() if path and path != ":memory:" else None
+
+
 def client_uri(uri: str) -> str:
     """`uri` as MLflow's client should get it: a SQLite path made absolute (and ~ expanded, as MLflowStore does).
 
     MLflow keeps one store per URI string for the life of the process, so a relative `sqlite:///mlflow.db` opened
     again after a change of working directory (the Python API, a notebook, a test) would reach the first folder's
     file. Other URIs are returned as they are."""
-    if not uri.startswith("sqlite:///"):
-        return uri
-    path, sep, query = uri[len("sqlite:///") :].partition("?")
-    if not path or path == ":memory:":
-        return uri
-    return f"sqlite:///{Path(path).expanduser().resolve()}{sep}{query}"
+    path = sqlite_path(uri)
+    sep, query = uri.partition("?")[1:]
+    return uri if path is None else f"sqlite:///{path}{sep}{query}"
 
 
 def mlflow_client(uri: str):

@@ -51,8 +51,6 @@ def test_trajectories_cover_every_optimizer_and_surface(traj):
 
 def test_paths_stepped_together_are_each_the_path_stepped_alone():
     """descend_many: a row per learning rate, diverging ones among them, each exactly its own path."""
-    from bench.engine.components import OPTIMIZERS
-
     spec = SURFACES["rotated"]
     lrs = [1e-3, 0.03, 0.07, 0.5, 3.0]  # 0.5 and 3.0 diverge for the SGD family (adaptive steps stay bounded)
     for name in OPTIMIZERS.names():

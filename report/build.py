@@ -13,7 +13,7 @@ from bench.study.stores import one_line
 from bench.study.uris import mlflow_client
 
 from .figures import FigureMaker
-from .frame import distinct
+from .frame import compact, distinct
 from .load import REPORT_EXPERIMENT, run_url
 from .markdown import render_md, write_summary
 from .render import Meta, SourceMeta, render_html
@@ -45,11 +45,12 @@ def assemble(sources: list[Source], out: Path | None, study: str | None = None) 
     many = len(sources) > 1
     per_source = []
     for src in sources:
-        secs = build_sections(src.df, FigureMaker(out, src.slug() if many else ""), study, src.extras)
+        df = compact(src.df)
+        secs = build_sections(df, FigureMaker(out, src.slug() if many else ""), study, src.extras)
         for sec in secs:
             sec.source = src.heading()
             if sec.verdict.label != NOT_MEASURED:
-                sec.scale = scale_of(src.df, sec.studies, src.studies)
+                sec.scale = scale_of(df, sec.studies, src.studies)
         per_source.append(secs)
     return views(per_source)
 

@@ -17,7 +17,7 @@ from bench.claims import CLAIMS  # plain data, no torch
 from . import studies
 from .claims import Evidence, Extras, commands, discover, generic
 from .figures import FigureMaker
-from .frame import finals
+from .frame import compact, finals
 from .section import Section
 from .verdict import INCONCLUSIVE, NOT_MEASURED, Verdict
 
@@ -110,6 +110,7 @@ def build_sections(df: pd.DataFrame, figs: FigureMaker, study: str | None = None
     `workers()` forked processes (figures dominate the time), and come back in this order."""
     global _SHARED
     extras = extras or {}
+    df = compact(df)
     keys = [("claim", c) for c in CLAIMS if study is None or study in studies.claim_studies(c)]
     keys += [("study", name) for name in own_studies(df) if study in (None, name)]
     n = min(workers(), len(keys))

@@ -32,7 +32,7 @@ constraints: $(STAMP)
 test: lint
 	$(PY) -m pytest -q tests $(PYTEST_ARGS)
 
-# The edit loop: no whole studies in subprocesses, no browser, PostgreSQL or MLflow server (marker `slow`).
+# The edit loop: no whole studies in subprocesses, no browser, PostgreSQL or MLflow server, no read of the whole data set (marker `slow`).
 test-fast: $(STAMP)
 	$(PY) -m pytest -q tests -m "not slow" $(PYTEST_ARGS)
 

@@ -245,6 +245,7 @@ def test_shared_copy_counts_classes_and_source(shared):
     assert 100 < shared.train_x.float().mean() < 140  # real photos, not blank decodes
 
 
+@pytest.mark.slow  # reads all 60,000 files of the shared copy (236 MB)
 def test_shared_copy_matches_its_manifest_hash(monkeypatch):
     if not SHARED.is_dir():
         pytest.skip(f"shared CIFAR-10 JPEG copy not found at {SHARED}")

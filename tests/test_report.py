@@ -19,7 +19,7 @@ from bench.claims import CLAIMS
 from report.build import write_report
 from report.claims import discover
 from report.figures import FigureMaker
-from report.frame import read_extras, read_runs
+from report.frame import compact, read_extras, read_runs
 from report.section import fmt
 from report.sections import build_sections
 from report.studies import claim_studies
@@ -58,6 +58,18 @@ def built(runs, tmp_path_factory):
 
 def sections_of(df: pd.DataFrame, study: str) -> dict:
     return {s.claim_id: s for s in build_sections(df, FigureMaker(None), study)}
+
+
+def test_compact_keeps_every_value_and_holds_text_as_objects(runs):
+    """What the analyses read (report/frame.py, compact): the same values and missing values, text columns as
+    Python strings; a frame without text columns is returned as it is."""
+    assert any(isinstance(t, pd.StringDtype) for t in runs.dtypes)  # pandas 3 reads the fixture's text this way
+    packed = compact(runs)
+    assert not any(isinstance(t, pd.StringDtype) for t in packed.dtypes) and list(packed.columns) == list(runs.columns)
+    pd.testing.assert_frame_equal(packed, runs, check_dtype=False)
+    assert packed["arm"].map(type).eq(str).all() and packed["arm"].tolist() == runs["arm"].tolist()
+    numbers = runs[["seed", "test_acc"]]
+    assert compact(numbers) is numbers
 
 
 def test_fixture_is_small_real_and_complete(runs):

@@ -146,7 +146,7 @@ def compact(df: pd.DataFrame) -> pd.DataFrame:
     """The runs frame for the analyses: its text columns as Python strings (object dtype) and one block per dtype.
     pandas 3 keeps every text column in a block of its own (its string dtype); with the runs frame's 30-odd text
     columns that made each row selection and row read several times slower, and the analyses make thousands.
-    Values and missing values (NaN) are unchanged."""
+    Values and missing values (NaN) are unchanged; a frame without such columns is returned as it is."""
     text = {c: object for c, t in df.dtypes.items() if isinstance(t, pd.StringDtype)}
     return df.astype(text).copy() if text else df
 

@@ -1,8 +1,8 @@
 """The runner's parts on their own, with real Optuna and MLflow stores.
 
-Liveness judgements, store retries and full-disk recognition, plain progress lines, --pack/--workers auto, a
-study file given by path, a new SQLite store that another process is still migrating, and passwords kept out of
-what bench prints and the command lines it starts.
+Liveness judgements, store retries and full-disk recognition, a dataset row another worker inserted first,
+plain progress lines, --pack/--workers auto, a study file given by path, a new SQLite store that another process
+is still migrating, and passwords kept out of what bench prints and the command lines it starts.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+from mlflow.exceptions import RestException
 from mlflow.tracking import MlflowClient
 
 from bench.cli import main
@@ -26,7 +27,7 @@ from bench.study import liveness, stores
 from bench.study.files import StudyError, get_study
 from bench.study.progress import Progress, trial_line
 from bench.study.runner import StudyRun, concurrency
-from bench.study.tracking import EXPERIMENT_KIND, TRAINING_KIND, Tracker, prepare_ui
+from bench.study.tracking import EXPERIMENT_KIND, TRAINING_KIND, Tracker, dataset_inputs, prepare_ui
 from bench.study.uris import client_uri, health_url, redact, sqlite_path
 
 from conftest import needs_mlflow_server
@@ -128,6 +129,55 @@ def test_retrying_waits_for_a_store_that_comes_back(capsys):
     assert time.monotonic() - start < 3
     with pytest.raises(stores.DiskFullError):
         stores.retrying(lambda: (_ for _ in ()).throw(OSError(errno.ENOSPC, "No space left")), stores.Where("x"), budget=10)
+
+
+def test_a_dataset_row_another_worker_inserted_first_is_linked_on_the_next_try(tmp_path, monkeypatch):
+    """Two workers logging the same split at once: MLflow's check-then-insert loses on the dataset's key (the
+    error a cluster run on PostgreSQL got through the tracking server); the trial's inputs still get linked."""
+    with sqlite3.connect(tmp_path / "k.db") as con:  # SQLite's own words for a lost key
+        con.execute("CREATE TABLE datasets (name TEXT, digest TEXT, PRIMARY KEY (name, digest))")
+        con.execute("INSERT INTO datasets VALUES ('a', 'b')")
+        with pytest.raises(sqlite3.IntegrityError) as sqlite_lost:
+            con.execute("INSERT INTO datasets VALUES ('a', 'b')")
+    lost = RestException(
+        {
+            "error_code": "BAD_REQUEST",
+            "message": '(psycopg.errors.UniqueViolation) duplicate key value violates unique constraint "dataset_pk"',
+        }
+    )
+    assert stores.duplicate_key(sqlite_lost.value) and stores.duplicate_key(lost) and not stores.transient(lost)
+    assert not stores.duplicate_key(RuntimeError("no such table: datasets"))
+
+    record = {"n_train_used": 500, "n_val_used": 200, "n_test_used": 100, "data_source": "x", "data_digest": "d"}
+    inputs = dataset_inputs(record)
+    tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "race")
+    first = tracker.start_run("first", {})
+    tracker.log_inputs(first, inputs)  # the other worker's trial: the dataset rows exist now
+    real, calls = tracker.client.log_inputs, []
+
+    def loses_once(run_id, datasets):
+        calls.append(run_id)
+        if len(calls) == 1:
+            raise lost
+        return real(run_id, datasets)
+
+    monkeypatch.setattr(tracker.client, "log_inputs", loses_once)
+    second = tracker.start_run("second", {})
+    tracker.log_inputs(second, inputs)
+    assert calls == [second, second]
+    client = MlflowClient(tracker.uri)
+    linked = {r: {i.dataset.digest for i in client.get_run(r).inputs.dataset_inputs} for r in (first, second)}
+    assert linked[first] == linked[second] == {d.dataset.digest for d in inputs} and len(linked[first]) == 3
+
+    def refused(run_id, datasets):  # any other error is not a lost race: raised at once, not tried again
+        calls.append(run_id)
+        raise RestException({"error_code": "INVALID_PARAMETER_VALUE", "message": "bad dataset"})
+
+    monkeypatch.setattr(tracker.client, "log_inputs", refused)
+    calls.clear()
+    with pytest.raises(RestException, match="bad dataset"):
+        tracker.log_inputs(second, inputs)
+    assert calls == [second]
 
 
 def test_progress_without_a_terminal_prints_one_plain_line_per_trial():

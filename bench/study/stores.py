@@ -98,6 +98,16 @@ def disk_full(exc: BaseException) -> bool:
     return False
 
 
+# Message fragments of a row's unique key that a concurrent writer claimed first (PostgreSQL, SQLite, MySQL), as
+# MLflow's server and its SQLAlchemy store word them. Matched on every exception of the chain, lower-cased.
+DUPLICATE_KEY = ("duplicate key value violates unique constraint", "unique constraint failed", "duplicate entry")
+
+
+def duplicate_key(exc: BaseException) -> bool:
+    """Whether `exc` is an insert that lost a race for a row's unique key to another writer."""
+    return any(fragment in str(e).lower() for e in _chain(exc) for fragment in DUPLICATE_KEY)
+
+
 def transient(exc: BaseException) -> bool:
     """Whether `exc` is a store that is away for now (restarting, unreachable), not a wrong request."""
     if disk_full(exc):

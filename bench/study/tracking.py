@@ -20,11 +20,12 @@ from mlflow.utils.validation import MAX_ENTITIES_PER_BATCH, MAX_PARAMS_TAGS_PER_
 
 from bench.errors import BenchError
 
-from .stores import MLflowStore, retrying
+from .stores import MLflowStore, duplicate_key, retrying
 from .uris import client_uri, mlflow_client, redact, sqlite_path
 
 DEFAULT_URI = "sqlite:///mlflow.db"
 SYSTEM_METRICS_INTERVAL = 5.0  # seconds between samples of --system-metrics (MLflow's default is 10)
+DATASET_TRIES = 3  # tries of log_inputs that lose the race for a dataset row to another worker (see Tracker.log_inputs)
 
 # ---------------------------------------------------------------------- tag names (the only place they are spelled)
 STUDY = "bench.study"  # study name, on every run and on the experiment
@@ -186,7 +187,20 @@ class Tracker:
             },
         )
         if inputs := dataset_inputs(record):
-            self._call(self.client.log_inputs, run_id, inputs)
+            self.log_inputs(run_id, inputs)
+
+    def log_inputs(self, run_id: str, inputs: list[DatasetInput]) -> None:
+        """`inputs` linked to the run. MLflow looks up each dataset's row (one per experiment, name and digest)
+        and inserts the missing ones in one transaction, so two workers that log the same split at the same
+        moment both miss it and the second insert fails on the row's key (its transaction rolled back whole).
+        The row is there by then: the next try links to it."""
+        for attempt in range(DATASET_TRIES):
+            try:
+                self._call(self.client.log_inputs, run_id, inputs)
+                return
+            except Exception as exc:
+                if attempt == DATASET_TRIES - 1 or not duplicate_key(exc):
+                    raise
 
     def system_metrics(self, run_id: str):
         """MLflow's system metrics sampler on `run_id`, started: every SYSTEM_METRICS_INTERVAL seconds

@@ -1,13 +1,12 @@
-"""End to end: a real smoke study (bench study init --profile smoke) into a temporary MLflow
-store, then `bench report` from it: HTML + Markdown + figures, every section, run links,
-and the report logged as an MLflow run. Needs CIFAR-10 (skipped with the reason otherwise)."""
+"""End to end: a real smoke study (bench study init --profile smoke) in an MLflow store, then `bench report`
+from it: HTML + Markdown + figures, every section, run links, and the report logged as an MLflow run. Needs
+CIFAR-10 (skipped with the reason otherwise)."""
 
 from __future__ import annotations
 
-import os
+import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
@@ -16,37 +15,16 @@ from bench.claims import CLAIMS
 
 pytestmark = pytest.mark.slow  # whole studies, subprocesses or servers
 
-SHARED_JPEG = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-jpeg"
 
-
-def data_dir() -> str | None:
-    env = os.environ.get("BENCH_DATA_DIR")
-    if env and Path(env).exists():
-        return env
-    return str(SHARED_JPEG) if SHARED_JPEG.exists() else None
-
-
-@pytest.mark.skipif(data_dir() is None, reason="no CIFAR-10 here: set BENCH_DATA_DIR (CI uses ../shared/data/cifar10-jpeg)")
-def test_smoke_study_through_mlflow_to_html(tmp_path):
-    uri, storage, out = f"sqlite:///{tmp_path / 'mlflow.db'}", f"sqlite:///{tmp_path / 'optuna.db'}", tmp_path / "out"
-    env = {**os.environ, "BENCH_DATA_DIR": data_dir()}
-    bench = [sys.executable, "-m", "bench"]
-    subprocess.run(
-        bench + ["study", "init", "--profile", "smoke", "--tracking-uri", uri, "--storage", storage, "--no-progress"],
-        cwd=tmp_path,
-        env=env,
-        check=True,
-        timeout=900,
-        capture_output=True,
-    )
+def test_smoke_study_through_mlflow_to_html(tmp_path, smoke_study):
+    folder, proc = smoke_study("init")  # `bench study init --profile smoke`, run once per session
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    # the report is logged into the store it reads: a copy of the session's, which other tests read as it is
+    shutil.copy(folder / "mlflow.db", tmp_path / "mlflow.db")
+    uri, out = f"sqlite:///{tmp_path / 'mlflow.db'}", tmp_path / "out"
+    report = ["report", "--out", str(out), "--tracking-uri", uri, "--results", "mlflow"]  # the store alone
     done = subprocess.run(
-        bench + ["report", "--out", str(out), "--tracking-uri", uri, "--results", "mlflow"],  # the store alone
-        cwd=tmp_path,
-        env=env,
-        check=True,
-        timeout=600,
-        capture_output=True,
-        text=True,
+        [sys.executable, "-m", "bench", *report], cwd=tmp_path, check=True, timeout=600, capture_output=True, text=True
     )
     assert f"report written: {out / 'index.html'}" in done.stdout
 

@@ -173,6 +173,9 @@ def auth_server(tmp_path, port: int, password: str) -> subprocess.Popen:
         "[mlflow]\ndefault_permission = READ\n"
         f"database_uri = sqlite:///{tmp_path / 'auth.db'}\nadmin_username = team\nadmin_password = {password}\n"
         "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+        # as docs/stores-and-cluster.md sets it up: a verified password is remembered (without, each request pays a
+        # password hash, about 0.4 s here); a restart forgets it
+        "auth_cache_ttl_seconds = 300\n"
     )
     config.chmod(0o600)
     cmd = [sys.executable, "-m", "mlflow", "server", "--app-name", "basic-auth", "--host", "127.0.0.1", "--port", str(port)]

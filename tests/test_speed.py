@@ -28,7 +28,7 @@ def _bench(tmp_path, *args: str, timeout: int = 600) -> subprocess.CompletedProc
     )
 
 
-def test_speed_prints_table_and_ratios(tmp_path, data_dir):
+def test_speed_prints_table_and_ratios(tmp_path, data_dir, bench_cli):
     proc = _bench(
         tmp_path,
         "speed",
@@ -61,8 +61,9 @@ def test_speed_prints_table_and_ratios(tmp_path, data_dir):
     rows = table["models"]["cnn"]["rows"]
     assert [r["label"] for r in rows] == ["naive", "eager", "vmap 2"] and table["models"]["cnn"]["macs"] > 1e6
     # the same table lands in the cache, where `bench study --plan` reads it
-    plan = _bench(tmp_path, "study", "resnet-depth", "--plan", "--profile", "smoke", "--device", "cpu")  # conv nets, like the CNN
-    assert plan.returncode == 0 and "estimate from: bench speed on cpu" in plan.stdout, plan.stdout + plan.stderr
+    plan = ("study", "resnet-depth", "--plan", "--profile", "smoke", "--device", "cpu")  # conv nets, like the CNN
+    code, out, err = bench_cli(*plan, env={"BENCH_CACHE_DIR": str(tmp_path / "cache")})
+    assert code == 0 and "estimate from: bench speed on cpu" in out, out + err
 
 
 def test_speed_rejects_bad_input_in_one_line(tmp_path):
